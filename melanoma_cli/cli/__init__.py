@@ -1,0 +1,43 @@
+"""The `melanoma` command: a Typer app whose commands live in sibling modules.
+
+Nothing here imports TensorFlow: commands import the core lazily, so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from melanoma_cli import __version__
+from melanoma_cli.cli import train_command
+
+app = typer.Typer(
+    name="melanoma",
+    help="Classify dermoscopic skin-lesion images into the 9 ISIC classes and flag melanoma.\n\n"
+    "A decision aid for trained clinicians, not a diagnosis.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"melanoma-cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Classify dermoscopic skin-lesion images and flag melanoma (a decision aid, not a diagnosis)."""
+
+
+app.command("train")(train_command.train)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,91 @@
+"""`melanoma train`: parse options, run the core trainer, show progress and the result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from melanoma_cli.cli.common import err, handle_errors, out, print_json, warn
+
+
+def _progress_hook(progress: Progress):
+    state: dict[str, Any] = {"task": None, "epoch": 0, "epochs": 0}
+
+    def hook(kind: str, values: dict[str, Any]) -> None:
+        if kind == "status":
+            err.print(f"[dim]{values['message']}[/]", highlight=False)
+        elif kind == "start":
+            state["epochs"], state["steps"] = values["epochs"], values["steps"]
+            err.print(f"training on {values['train']} images, validating on {values['validation']}")
+            state["task"] = progress.add_task("epoch 1", total=values["epochs"] * values["steps"])
+        elif kind == "batch":
+            progress.advance(state["task"])
+        elif kind == "epoch":
+            state["epoch"] = values["epoch"]
+            progress.update(state["task"], completed=values["epoch"] * state["steps"],
+                            description=f"epoch {min(values['epoch'] + 1, state['epochs'])}")
+            progress.console.print(
+                f"epoch {values['epoch']:>3}/{state['epochs']}  loss {values.get('loss', 0):.4f}  "
+                f"acc {values.get('accuracy', 0):.3f}  val_loss {values.get('val_loss', 0):.4f}  "
+                f"val_acc {values.get('val_accuracy', 0):.3f}  "
+                f"val_bal_acc {values.get('val_balanced_accuracy', 0):.3f}",
+                highlight=False,
+            )
+
+    return hook
+
+
+def _result_table(result) -> Table:
+    table = Table(title=f"Validation of best epoch ({result.best_epoch}) - {result.run_dir}")
+    table.add_column("class")
+    table.add_column("n", justify="right")
+    table.add_column("accuracy", justify="right")
+    for name, row in result.validation["per_class"].items():
+        accuracy = "-" if row["accuracy"] is None else f"{row['accuracy']:.3f}"
+        table.add_row(name, str(row["n"]), accuracy)
+    table.add_section()
+    table.add_row("overall", str(result.validation["n"]), f"{result.validation['accuracy']:.3f}")
+    table.add_row("balanced", "", f"{result.validation['balanced_accuracy']:.3f}")
+    return table
+
+
+@handle_errors
+def train(
+    config: str = typer.Option("baseline.yaml", "--config", "-c",
+                               help="YAML config: a path, or the name of a bundled config "
+                                    "(baseline.yaml, augmented.yaml, final.yaml)."),
+    data: Path = typer.Option(..., "--data", "-d", help="Training folder: one subfolder per class."),
+    out_dir: Path | None = typer.Option(None, "--out", "-o",
+                                        help="Run folder to create [default: runs/<config name>]."),
+    overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
+                                        help="Override a config value, e.g. train.epochs=5 (repeatable)."),
+    holdout: list[Path] = typer.Option([], "--holdout",
+                                       help="Folder whose image contents must never be trained on "
+                                            "(repeatable)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON."),
+) -> None:
+    """Train a model and write a run folder (model, class names, config, history, metrics, plots)."""
+    from melanoma_cli.config import load_config
+    from melanoma_cli.training import train as run_training
+
+    settings = load_config(config, overrides)
+    run_dir = out_dir or Path("runs") / Path(config).stem
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, transient=True) as progress:
+        result = run_training(settings, data, run_dir, overwrite=overwrite, holdout_dirs=holdout,
+                              progress=_progress_hook(progress))
+    if result.skipped:
+        warn(f"skipped {len(result.skipped)} unreadable file(s):")
+        for item in result.skipped:
+            err.print(f"  {item.path}: {item.reason}", highlight=False, markup=False)
+    if result.interrupted:
+        warn(f"training interrupted: best checkpoint kept in '{run_dir}' (marked incomplete)")
+    if as_json:
+        print_json(result.summary)
+    else:
+        out.print(_result_table(result))

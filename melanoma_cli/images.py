@@ -1,0 +1,115 @@
+"""Reading any image file into the RGB uint8 array the models take (one decoder for train and predict)."""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+DECODE_WORKERS = min(8, (os.cpu_count() or 1) * 2)
+Image.MAX_IMAGE_PIXELS = 200_000_000  # dermoscopes export large files; refuse only absurd ones
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A file that could not be used as an image, and why."""
+
+    path: Path
+    reason: str
+
+
+def describe_error(exc: Exception) -> str:
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image (unrecognised format)"
+    if isinstance(exc, Image.DecompressionBombError):
+        return "image too large"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "truncated" in text.lower():
+        return "truncated or corrupt image data"
+    return text
+
+
+def open_image(data: bytes, draft_size: int | None = None) -> Image.Image:
+    """Open and fully decode image bytes (first frame of animations); raises on corrupt data.
+
+    `draft_size` lets JPEG decoding downscale in the DCT, which makes huge photos cheap;
+    the stored size stays in `image.info["original_size"]`.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        image = Image.open(io.BytesIO(data))
+        image.info["original_size"] = image.size
+        if draft_size is not None and image.format == "JPEG":
+            image.draft("RGB", (draft_size, draft_size))
+        image.load()
+    return image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any mode (grayscale, palette, RGBA, CMYK, 16-bit, float) to 8-bit RGB."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGB", "L", "P", "PA", "LA", "RGBA", "CMYK", "YCbCr", "1", "LAB", "HSV"):
+        return image.convert("RGB")
+    array = np.asarray(image)
+    if array.dtype.kind == "f":
+        top = float(array.max()) or 1.0
+        array = np.clip(array / top * 255.0, 0, 255)
+    else:
+        bits = 16 if array.max(initial=0) > 255 or image.mode.startswith("I;16") else 8
+        array = array.astype(np.float64) / (2**bits - 1) * 255.0
+    array = np.round(array).astype(np.uint8)
+    if array.ndim == 2:
+        array = np.stack([array] * 3, axis=-1)
+    return Image.fromarray(array[..., :3], mode="RGB")
+
+
+def load_rgb(path: Path, size: int) -> np.ndarray:
+    """Read one file as a (size, size, 3) uint8 RGB array; raises on unreadable files."""
+    image = to_rgb(open_image(Path(path).read_bytes(), draft_size=size))
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _try_load(path: Path, size: int) -> np.ndarray | Unreadable:
+    try:
+        return load_rgb(path, size)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, RecursionError) as exc:
+        return Unreadable(Path(path), describe_error(exc))
+
+
+def decode_many(paths: Sequence[Path], size: int) -> tuple[np.ndarray, list[int], list[Unreadable]]:
+    """Decode files in parallel: (images of the readable ones, their indices, the failures)."""
+    images: list[np.ndarray] = []
+    kept: list[int] = []
+    failures: list[Unreadable] = []
+    with ThreadPoolExecutor(DECODE_WORKERS) as pool:
+        for index, result in enumerate(pool.map(lambda p: _try_load(p, size), paths)):
+            if isinstance(result, Unreadable):
+                failures.append(result)
+            else:
+                images.append(result)
+                kept.append(index)
+    array = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
+    return array, kept, failures
+
+
+def iter_image_files(inputs: Iterable[Path]) -> Iterable[Path]:
+    """Files named directly, plus image files found recursively in folders (sorted)."""
+    for item in inputs:
+        if item.is_dir():
+            yield from sorted(
+                p for p in item.rglob("*")
+                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(item).parts)
+            )
+        else:
+            yield item

@@ -1,0 +1,73 @@
+"""tf.data input pipelines over decoded images held in memory (decoded once: the cache)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from melanoma_cli.config import AugmentConfig
+from melanoma_cli.tf_runtime import import_keras
+
+
+def build_augmenter(config: AugmentConfig, seed: int):
+    """Keras preprocessing layers for dermoscopy: flips, any rotation, zoom, small colour jitter.
+
+    Returns None when augmentation is off. Works on raw 0-255 RGB float images.
+    """
+    if not config.enabled:
+        return None
+    keras = import_keras()
+    layers = []
+    if config.flip:
+        layers.append(keras.layers.RandomFlip("horizontal_and_vertical", seed=seed))
+    if config.rotation > 0:
+        layers.append(keras.layers.RandomRotation(config.rotation, fill_mode="reflect", seed=seed + 1))
+    if config.zoom > 0:
+        layers.append(keras.layers.RandomZoom((-config.zoom, config.zoom), fill_mode="reflect",
+                                              seed=seed + 2))
+    if config.translation > 0:
+        layers.append(keras.layers.RandomTranslation(config.translation, config.translation,
+                                                     fill_mode="reflect", seed=seed + 3))
+    if config.contrast > 0:
+        layers.append(keras.layers.RandomContrast(config.contrast, value_range=(0, 255), seed=seed + 4))
+    if config.brightness > 0:
+        layers.append(keras.layers.RandomBrightness(config.brightness, value_range=(0, 255),
+                                                    seed=seed + 5))
+    return keras.Sequential(layers, name="augmentation") if layers else None
+
+
+def make_dataset(
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    num_classes: int,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    augmenter=None,
+    seed: int = 0,
+):
+    """A batched, prefetched dataset of float32 0-255 images and one-hot labels (if given).
+
+    Shuffling and augmentation are for the training split only; they are seeded.
+    """
+    import tensorflow as tf
+
+    if labels is None:
+        dataset = tf.data.Dataset.from_tensor_slices(images)
+    else:
+        one_hot = np.eye(num_classes, dtype=np.float32)[labels]
+        dataset = tf.data.Dataset.from_tensor_slices((images, one_hot))
+    if shuffle:
+        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size)
+
+    def to_float(x, *rest):
+        return (tf.cast(x, tf.float32), *rest)
+
+    dataset = dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if augmenter is not None:
+        def augment(x, *rest):
+            return (augmenter(x, training=True), *rest)
+
+        # Sequential on purpose: the layers' seed state is shared, so parallel calls would race.
+        dataset = dataset.map(augment)
+    return dataset.prefetch(tf.data.AUTOTUNE)

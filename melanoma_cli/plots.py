@@ -1,0 +1,83 @@
+"""matplotlib figures: training curves, confusion matrix, class distribution (written atomically)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from melanoma_cli.atomic import write_with
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(figure, path: Path) -> None:
+    plt = _pyplot()
+    figure.tight_layout()
+    write_with(path, lambda tmp: figure.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png"))
+    plt.close(figure)
+
+
+def plot_training_curves(history_csv: Path, path: Path) -> None:
+    """Loss and accuracy per epoch, train against validation."""
+    with history_csv.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    panels = [("loss", ["loss", "val_loss"]),
+              ("accuracy", ["accuracy", "val_accuracy", "val_balanced_accuracy"])]
+    for axis, (title, keys) in zip(axes, panels, strict=True):
+        for key in keys:
+            if rows and key in rows[0]:
+                axis.plot(epochs, [float(r[key]) for r in rows], marker="o", label=key)
+        axis.set_title(title)
+        axis.set_xlabel("epoch")
+        axis.legend()
+        axis.grid(alpha=0.3)
+    _save(figure, path)
+
+
+def plot_confusion_matrix(matrix, classes: list[str], path: Path) -> None:
+    """Counts and row-normalised rates side by side (rows: true class)."""
+    import numpy as np
+
+    plt = _pyplot()
+    matrix = np.asarray(matrix)
+    rows = matrix.sum(axis=1, keepdims=True)
+    normalised = np.divide(matrix, rows, out=np.zeros(matrix.shape, float), where=rows > 0)
+    size = max(6, 0.7 * len(classes) + 3)
+    figure, axes = plt.subplots(1, 2, figsize=(2 * size, size))
+    for axis, values, title, fmt in ((axes[0], matrix, "counts", "d"),
+                                     (axes[1], normalised, "row-normalised (recall)", ".2f")):
+        axis.imshow(values, cmap="Blues")
+        axis.set_title(title)
+        axis.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+        axis.set_yticks(range(len(classes)), classes)
+        axis.set_xlabel("predicted")
+        axis.set_ylabel("true")
+        peak = values.max() or 1
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                axis.text(j, i, format(values[i, j], fmt), ha="center", va="center",
+                          color="white" if values[i, j] > peak / 2 else "black", fontsize=8)
+    _save(figure, path)
+
+
+def plot_class_distribution(counts: dict[str, int], path: Path) -> None:
+    """A horizontal bar chart of images per class."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(8, 0.45 * len(counts) + 1.5))
+    names = list(counts)
+    axis.barh(names, [counts[n] for n in names], color="#4c72b0")
+    axis.invert_yaxis()
+    axis.set_xlabel("images")
+    for i, name in enumerate(names):
+        axis.text(counts[name], i, f" {counts[name]}", va="center")
+    _save(figure, path)

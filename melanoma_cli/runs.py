@@ -1,0 +1,141 @@
+"""The run folder: what a trained model is on disk, and how it is loaded back."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from melanoma_cli import __version__
+from melanoma_cli.atomic import write_text
+from melanoma_cli.errors import MelanomaError
+
+MODEL_FILE = "model.keras"
+INFO_FILE = "model.json"
+
+
+@dataclass
+class ModelInfo:
+    """model.json: everything needed to use a model besides its weights."""
+
+    classes: list[str]
+    image_size: int
+    preprocessing: str = "raw RGB 0-255, resized to image_size x image_size (bilinear)"
+    melanoma_class: str | None = "melanoma"
+    melanoma_threshold: float | None = None
+    config_hash: str = ""
+    status: str = "complete"
+    best_epoch: int | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, folder: Path) -> None:
+        """Write model.json atomically."""
+        write_text(folder / INFO_FILE, json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> ModelInfo:
+        """Read and validate a model.json."""
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise MelanomaError(f"model info '{path}' is missing (expected beside the model)") from exc
+        except (OSError, ValueError) as exc:
+            raise MelanomaError(f"model info '{path}' is not valid JSON: {exc}") from exc
+        known = set(cls.__dataclass_fields__)
+        if not isinstance(values, dict) or not {"classes", "image_size"} <= set(values):
+            raise MelanomaError(f"model info '{path}' lacks 'classes' or 'image_size'")
+        info = cls(**{k: v for k, v in values.items() if k in known})
+        if not isinstance(info.classes, list) or not all(isinstance(c, str) for c in info.classes):
+            raise MelanomaError(f"model info '{path}': 'classes' must be a list of names")
+        if not isinstance(info.image_size, int) or info.image_size < 1:
+            raise MelanomaError(f"model info '{path}': 'image_size' must be a positive integer")
+        return info
+
+
+def runtime_versions() -> dict[str, str]:
+    """Versions that a saved model depends on."""
+    import keras
+    import tensorflow as tf
+
+    return {
+        "melanoma_cli": __version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def prepare_run_folder(out: Path, overwrite: bool) -> None:
+    """Create an empty run folder; refuse to clobber an existing one unless asked."""
+    if out.exists():
+        if not out.is_dir():
+            raise MelanomaError(f"output '{out}' exists and is not a folder")
+        if any(out.iterdir()):
+            if not overwrite:
+                raise MelanomaError(f"run folder '{out}' already exists (use --overwrite to replace it)")
+            if (out / INFO_FILE).exists() or (out / MODEL_FILE).exists():
+                shutil.rmtree(out)
+            else:
+                raise MelanomaError(
+                    f"refusing to overwrite '{out}': it is not empty and does not look like a run folder"
+                )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise MelanomaError(f"output folder '{out}' cannot be written: {exc.strerror}") from exc
+
+
+def resolve_model_path(model: Path) -> tuple[Path, Path]:
+    """(model file, model.json) from a run folder or a .keras file with model.json beside it."""
+    if model.is_dir():
+        model_file = model / MODEL_FILE
+    elif model.suffix == ".keras" or model.suffix == ".tflite":
+        model_file = model
+    elif not model.exists():
+        raise MelanomaError(f"model '{model}' does not exist")
+    else:
+        raise MelanomaError(f"model '{model}' is neither a run folder nor a .keras file")
+    if not model_file.is_file():
+        raise MelanomaError(f"model file '{model_file}' does not exist")
+    return model_file, model_file.parent / INFO_FILE
+
+
+@dataclass
+class LoadedModel:
+    """A Keras model with the facts from its model.json."""
+
+    model: Any
+    info: ModelInfo
+    path: Path
+
+
+def load_model(model: Path | str) -> LoadedModel:
+    """Load a run folder or .keras file; check that model.json agrees with the network."""
+    from melanoma_cli.tf_runtime import import_keras
+
+    model_file, info_file = resolve_model_path(Path(model))
+    info = ModelInfo.load(info_file)
+    keras = import_keras()
+    try:
+        network = keras.models.load_model(model_file, compile=False)
+    except Exception as exc:  # Keras raises many types for damaged archives
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise MelanomaError(f"model file '{model_file}' cannot be loaded: {reason}") from exc
+    outputs = network.outputs[0].shape[-1]
+    if outputs != len(info.classes):
+        raise MelanomaError(
+            f"model info '{info_file}' lists {len(info.classes)} classes but the model has {outputs} outputs"
+        )
+    expected = tuple(network.inputs[0].shape[1:3])
+    if expected != (info.image_size, info.image_size):
+        raise MelanomaError(
+            f"model info '{info_file}' says image_size {info.image_size} but the model takes {expected}"
+        )
+    return LoadedModel(network, info, model_file)

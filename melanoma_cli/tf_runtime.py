@@ -1,0 +1,48 @@
+"""The single place that imports TensorFlow/Keras, quietly and reproducibly."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import ModuleType
+
+
+@contextmanager
+def silenced_stderr() -> Iterator[None]:
+    """Send native (C++) writes to file descriptor 2 to /dev/null for a moment."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def import_keras() -> ModuleType:
+    """Import Keras on the TensorFlow backend without TensorFlow's start-up log lines."""
+    if "keras" in sys.modules and "tensorflow" in sys.modules:
+        return sys.modules["keras"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    with silenced_stderr():
+        import tensorflow  # noqa: F401  (its import prints native log lines)
+    import absl.logging
+    import keras
+
+    absl.logging.set_verbosity(absl.logging.ERROR)
+    return keras
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow, and make TensorFlow's ops deterministic."""
+    keras = import_keras()
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()

@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny synthetic folder-per-class datasets made on the fly."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CLASSES = ("melanoma", "nevus", "vascular lesion")
+COLOURS = {"melanoma": (60, 30, 20), "nevus": (170, 120, 90), "vascular lesion": (200, 40, 60)}
+
+
+def lesion_image(label: str, index: int, size: int = 24) -> Image.Image:
+    """A noisy disc on skin-coloured background, coloured by class: learnable in one epoch."""
+    rng = np.random.default_rng(hash((label, index)) % 2**32)
+    yy, xx = np.mgrid[:size, :size]
+    radius = size * rng.uniform(0.25, 0.4)
+    disc = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < radius**2
+    image = np.empty((size, size, 3), np.float64)
+    image[:] = (225, 190, 170)
+    image[disc] = COLOURS.get(label, (90, 90, 200))
+    image += rng.normal(0, 12, image.shape)
+    return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
+
+
+def make_dataset(root: Path, per_class: int = 8, classes=CLASSES, size: int = 24) -> Path:
+    """Write `per_class` JPEGs for each class under root/<class>/."""
+    for label in classes:
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            lesion_image(label, i, size).save(folder / f"{label[:3]}_{i:03d}.jpg", quality=95)
+    return root
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file below root, by relative path."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+TINY_OVERRIDES = [
+    "data.image_size=24", "data.batch_size=8", "model.filters=[4, 8]", "model.dense_units=8",
+    "train.epochs=1",
+]
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    """A fresh 3-class dataset of 24x24 JPEGs."""
+    return make_dataset(tmp_path / "data")
