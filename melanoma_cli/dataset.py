@@ -9,8 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image
+
 from melanoma_cli.errors import MelanomaError
-from melanoma_cli.images import DECODE_WORKERS, Unreadable, describe_error, open_image
+from melanoma_cli.images import DECODE_WORKERS, Unreadable, describe_error, open_image, to_rgb
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class ImageFile:
     height: int
     mode: str
     format: str
+    phash: str | None = None  # 64-bit perceptual hash (hex), only when asked for
 
 
 @dataclass
@@ -60,7 +63,14 @@ class DatasetScan:
         return [g for g in self.hash_groups() if len({i.label for i in g}) > 1]
 
 
-def _inspect_file(path: Path, label: str) -> ImageFile | Unreadable:
+def _perceptual_hash(image: Image.Image) -> str:
+    """imagehash's 64-bit DCT hash of the decoded image, as 16 hex digits."""
+    import imagehash
+
+    return str(imagehash.phash(to_rgb(image)))
+
+
+def _inspect_file(path: Path, label: str, perceptual_hash: bool = False) -> ImageFile | Unreadable:
     try:
         data = path.read_bytes()
         image = open_image(data, draft_size=256)
@@ -68,6 +78,7 @@ def _inspect_file(path: Path, label: str) -> ImageFile | Unreadable:
         return ImageFile(
             path=path, label=label, sha256=hashlib.sha256(data).hexdigest(),
             width=width, height=height, mode=image.mode, format=image.format or "unknown",
+            phash=_perceptual_hash(image) if perceptual_hash else None,
         )
     except Exception as exc:  # any decoder failure means "unreadable", never a crash
         return Unreadable(path, describe_error(exc))
@@ -98,8 +109,11 @@ def list_class_folders(root: Path) -> list[Path]:
     return folders
 
 
-def scan_dataset(root: Path | str) -> DatasetScan:
-    """Read every file directly inside `root/<class>/` once: hash it and check it decodes."""
+def scan_dataset(root: Path | str, perceptual_hash: bool = False) -> DatasetScan:
+    """Read every file directly inside `root/<class>/` once: hash it and check it decodes.
+
+    With `perceptual_hash`, each decoded image also gets a perceptual hash (near duplicates).
+    """
     root = Path(root)
     folders = list_class_folders(root)
     scan = DatasetScan(root=root, classes=[f.name for f in folders], images=[])
@@ -123,7 +137,7 @@ def scan_dataset(root: Path | str) -> DatasetScan:
             else:
                 scan.unreadable.append(Unreadable(entry, "not a regular file (broken or looping link?)"))
     with ThreadPoolExecutor(DECODE_WORKERS) as pool:
-        for result in pool.map(lambda job: _inspect_file(*job), jobs):
+        for result in pool.map(lambda job: _inspect_file(*job, perceptual_hash), jobs):
             if isinstance(result, Unreadable):
                 scan.unreadable.append(result)
             else:

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import numpy as np
 
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
 
-def per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, dict]:
+Interval = tuple[float, float]
+
+
+def per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray,
+                       classes: list[str]) -> dict[str, dict]:
     """Recall of each class with its support n (accuracy None where n = 0)."""
     result = {}
     for index, name in enumerate(classes):
@@ -22,18 +30,214 @@ def summary(y_true: np.ndarray, probabilities: np.ndarray, classes: list[str]) -
     from sklearn.metrics import balanced_accuracy_score
 
     y_pred = probabilities.argmax(axis=1)
+    n = len(y_true)
     return {
-        "n": int(len(y_true)),
-        "accuracy": float((y_pred == y_true).mean()) if len(y_true) else None,
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else None,
+        "n": n,
+        "accuracy": float((y_pred == y_true).mean()) if n else None,
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)) if n else None,
         "per_class": per_class_accuracy(y_true, y_pred, classes),
     }
 
 
-def threshold_for_sensitivity(is_positive: np.ndarray, scores: np.ndarray, sensitivity: float) -> float | None:
+def threshold_for_sensitivity(is_positive: np.ndarray, scores: np.ndarray,
+                              sensitivity: float) -> float | None:
     """The highest score threshold whose sensitivity (score >= threshold) reaches `sensitivity`."""
     positives = np.sort(scores[is_positive.astype(bool)])[::-1]
     if len(positives) == 0:
         return None
     needed = max(1, math.ceil(sensitivity * len(positives) - 1e-9))
     return float(positives[needed - 1])
+
+
+def wilson_interval(successes: int, n: int, confidence: float = CONFIDENCE) -> Interval | None:
+    """Wilson score interval of the proportion successes / n (None when n = 0)."""
+    if n == 0:
+        return None
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def roc_auc(is_positive: np.ndarray, scores: np.ndarray) -> float | None:
+    """scikit-learn's ROC AUC; None unless both positives and negatives are present.
+
+    roc_curve + auc is what roc_auc_score computes for binary labels, at half its overhead
+    (it matters: the bootstrap calls this thousands of times).
+    """
+    from sklearn.metrics import auc, roc_curve
+
+    is_positive = np.asarray(is_positive, dtype=bool)
+    if is_positive.all() or not is_positive.any():
+        return None
+    fpr, tpr, _ = roc_curve(is_positive, scores)
+    return float(auc(fpr, tpr))
+
+
+def bootstrap_indices(n: int, resamples: int = BOOTSTRAP_RESAMPLES,
+                      seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """(resamples, n) row indices drawn with replacement, reproducibly."""
+    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+
+
+def percentile_interval(samples: np.ndarray, confidence: float = CONFIDENCE) -> Interval | None:
+    """Percentile interval of the finite bootstrap samples (None when there are none)."""
+    values = np.asarray(samples, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return None
+    low, high = np.percentile(values, [50 * (1 - confidence), 50 * (1 + confidence)])
+    return float(low), float(high)
+
+
+def bootstrap_aucs(is_positive: np.ndarray, scores: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """(resamples, k) AUCs of k score columns on each resample of rows.
+
+    NaN marks a resample with only positives or only negatives for that column (skipped).
+    """
+    samples = np.full((len(indices), is_positive.shape[1]), np.nan)
+    for column in range(is_positive.shape[1]):
+        for row, picked in enumerate(indices):
+            value = roc_auc(is_positive[picked, column], scores[picked, column])
+            samples[row, column] = np.nan if value is None else value
+    return samples
+
+
+def bootstrap_auc_interval(
+    is_positive: np.ndarray,
+    scores: np.ndarray,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    confidence: float = CONFIDENCE,
+) -> Interval | None:
+    """Seeded percentile-bootstrap interval of one ROC AUC."""
+    is_positive = np.asarray(is_positive, dtype=bool)
+    indices = bootstrap_indices(len(is_positive), resamples, seed)
+    samples = bootstrap_aucs(is_positive[:, None], np.asarray(scores)[:, None], indices)
+    return percentile_interval(samples[:, 0], confidence)
+
+
+def bootstrap_balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int,
+                                indices: np.ndarray) -> np.ndarray:
+    """Balanced accuracy of each resample: the mean recall over the classes present in it.
+
+    The definition of sklearn's balanced_accuracy_score, vectorised over resamples.
+    """
+    true, predicted = y_true[indices], y_pred[indices]
+    labels = np.arange(num_classes)[:, None, None]
+    support = (true == labels).sum(axis=2)
+    hits = ((true == labels) & (predicted == labels)).sum(axis=2)
+    recall = np.divide(hits, support, out=np.full(support.shape, np.nan), where=support > 0)
+    return np.nanmean(recall, axis=0)
+
+
+def melanoma_flags(probabilities: np.ndarray, melanoma_index: int,
+                   threshold: float | None) -> np.ndarray:
+    """Rows flagged as melanoma: p(melanoma) >= threshold, or melanoma is the argmax without one."""
+    if threshold is None:
+        return probabilities.argmax(axis=1) == melanoma_index
+    return probabilities[:, melanoma_index] >= threshold
+
+
+def _number(value: float | None) -> float | None:
+    """A JSON-safe float: None for missing or non-finite values."""
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+def _interval(bounds: Interval | None) -> list[float] | None:
+    return None if bounds is None else [bounds[0], bounds[1]]
+
+
+def _per_class(y_true: np.ndarray, y_pred: np.ndarray, aucs: list[float | None],
+               auc_samples: np.ndarray, classes: list[str]) -> dict[str, dict]:
+    from sklearn.metrics import precision_recall_fscore_support
+
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=list(range(len(classes))), zero_division=np.nan
+    )
+    result = {}
+    for k, name in enumerate(classes):
+        hits, predicted = int(((y_true == k) & (y_pred == k)).sum()), int((y_pred == k).sum())
+        result[name] = {
+            "n": int(support[k]),
+            "accuracy": _number(recall[k]),
+            "accuracy_ci": _interval(wilson_interval(hits, int(support[k]))),
+            "precision": _number(precision[k]),
+            "precision_ci": _interval(wilson_interval(hits, predicted)),
+            "f1": _number(f1[k]),
+            "auc": aucs[k],
+            "auc_ci": _interval(percentile_interval(auc_samples[:, k])),
+        }
+    return result
+
+
+def _melanoma(y_true: np.ndarray, probabilities: np.ndarray, index: int,
+              threshold: float | None) -> dict:
+    from sklearn.metrics import confusion_matrix
+
+    flagged = melanoma_flags(probabilities, index, threshold)
+    counts = confusion_matrix(y_true == index, flagged, labels=[False, True]).ravel()
+    tn, fp, fn, tp = (int(v) for v in counts)
+    return {
+        "n": tp + fn,
+        "sensitivity": tp / (tp + fn) if tp + fn else None,
+        "sensitivity_ci": _interval(wilson_interval(tp, tp + fn)),
+        "specificity": tn / (tn + fp) if tn + fp else None,
+        "specificity_ci": _interval(wilson_interval(tn, tn + fp)),
+        "tp": tp, "fn": fn, "tn": tn, "fp": fp,
+        "threshold": threshold,
+    }
+
+
+def evaluation_report(
+    y_true: np.ndarray,
+    probabilities: np.ndarray,
+    classes: list[str],
+    melanoma_class: str | None,
+    threshold: float | None,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> dict:
+    """The test-set report, JSON-safe (None where a value is undefined, never NaN).
+
+    `y_true` holds indices into `classes` (one or more rows). Class predictions are the argmax;
+    the melanoma block counts a lesion as melanoma when flagged (p(melanoma) >= `threshold`,
+    or argmax when it is None), and is None when `melanoma_class` is not a model class.
+    Intervals (`*_ci`, 95%): Wilson for proportions, seeded percentile bootstrap otherwise;
+    the macro AUC averages the one-vs-rest AUCs of the classes present in the test set.
+    """
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix
+
+    y_true = np.asarray(y_true, dtype=np.int64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    y_pred = probabilities.argmax(axis=1)
+    n, labels = len(y_true), np.arange(len(classes))
+    one_vs_rest = y_true[:, None] == labels
+    aucs = [roc_auc(one_vs_rest[:, k], probabilities[:, k]) for k in labels]
+    scored = [k for k in labels if aucs[k] is not None]
+    indices = bootstrap_indices(n, resamples)
+    auc_samples = bootstrap_aucs(one_vs_rest, probabilities, indices)
+    per_class = _per_class(y_true, y_pred, aucs, auc_samples, classes)
+    melanoma = None
+    if melanoma_class in classes:
+        index = classes.index(melanoma_class)
+        melanoma = {"class": melanoma_class, **_melanoma(y_true, probabilities, index, threshold),
+                    "auc": aucs[index], "auc_ci": per_class[melanoma_class]["auc_ci"]}
+    balanced = bootstrap_balanced_accuracy(y_true, y_pred, len(classes), indices)
+    return {
+        "n": n,
+        "classes": list(classes),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "accuracy_ci": _interval(wilson_interval(int((y_pred == y_true).sum()), n)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+        "balanced_accuracy_ci": _interval(percentile_interval(balanced)),
+        "macro_auc": float(np.mean([aucs[k] for k in scored])) if scored else None,
+        "macro_auc_ci": _interval(percentile_interval(auc_samples[:, scored].mean(axis=1)))
+        if scored else None,
+        "per_class": per_class,
+        "melanoma": melanoma,
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "confidence": CONFIDENCE,
+        "bootstrap_resamples": resamples,
+    }

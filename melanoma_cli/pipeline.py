@@ -60,14 +60,12 @@ def make_dataset(
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
 
-    def to_float(x, *rest):
-        return (tf.cast(x, tf.float32), *rest)
+    def prepare(x, *rest):
+        x = tf.cast(x, tf.float32)
+        if augmenter is not None:
+            x = augmenter(x, training=True)
+        return (x, *rest) if rest else x
 
-    dataset = dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if augmenter is not None:
-        def augment(x, *rest):
-            return (augmenter(x, training=True), *rest)
-
-        # Sequential on purpose: the layers' seed state is shared, so parallel calls would race.
-        dataset = dataset.map(augment)
+    # One sequential map: the augmentation layers share seed state, so parallel calls would race.
+    dataset = dataset.map(prepare)
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -1,14 +1,30 @@
-"""Class rebalancing with Augmentor: new samples made from a class's own images, seeded."""
+"""Class rebalancing with Augmentor: new samples made from a class's own images, seeded.
+
+In memory for training's split (generate_samples), or into a new folder (rebalance_folder).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
-from collections.abc import Iterator, Sequence
+import shutil
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+from PIL import Image
 
+from melanoma_cli.atomic import write_text
 from melanoma_cli.config import RebalanceConfig
+from melanoma_cli.dataset import DatasetScan, ImageFile, scan_dataset
+from melanoma_cli.errors import MelanomaError
+from melanoma_cli.images import open_image, to_rgb
+
+MARKER = ".melanoma-rebalance.json"  # marks a folder written by rebalance_folder
 
 
 def plan_rebalance(counts: dict[str, int], target: int | None) -> dict[str, int]:
@@ -18,8 +34,9 @@ def plan_rebalance(counts: dict[str, int], target: int | None) -> dict[str, int]
 
 
 def build_pipeline(config: RebalanceConfig, sources: Sequence[np.ndarray]):
-    """An Augmentor pipeline over `sources` with dermoscopy-safe operations (no hue shifts, no warps).
+    """An Augmentor pipeline over `sources` with dermoscopy-safe operations.
 
+    No hue shifts and no warps: rotation, flips, zoom, brightness and contrast only.
     Each sample's label is the index of the source image it was made from.
     """
     import Augmentor
@@ -66,4 +83,124 @@ def generate_samples(
     pipeline = build_pipeline(config, sources)
     with _seeded_global_random(seed):
         images, indices = pipeline.sample(count)
-    return [(int(i), np.asarray(image[0], dtype=np.uint8)) for i, image in zip(indices, images, strict=True)]
+    return [
+        (int(i), np.asarray(image[0], dtype=np.uint8))
+        for i, image in zip(indices, images, strict=True)
+    ]
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    """One file at its native size as 8-bit RGB (the decoder training and predict use)."""
+    return np.asarray(to_rgb(open_image(path.read_bytes())), dtype=np.uint8)
+
+
+def check_destination(source: Path, out: Path, overwrite: bool) -> None:
+    """Refuse outputs that could touch the source or clobber something that is not ours."""
+    src, dst = source.resolve(), out.resolve()
+    if dst.is_relative_to(src):
+        raise MelanomaError(f"output folder '{out}' is inside the source folder '{source}'; "
+                            "the source is never written to")
+    if src.is_relative_to(dst):
+        raise MelanomaError(f"source folder '{source}' is inside the output folder '{out}'")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise MelanomaError(f"output '{out}' exists and is not a folder")
+    if not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise MelanomaError(f"output folder '{out}' is not empty (use --overwrite to replace "
+                            "a previous rebalance output)")
+    if not (out / MARKER).is_file():
+        raise MelanomaError(f"output folder '{out}' is not empty and is not a previous rebalance "
+                            f"output (no {MARKER}); refusing to replace it")
+
+
+def _write_class(
+    folder: Path, files: list[ImageFile], count: int, config: RebalanceConfig, seed: int
+) -> None:
+    """Copy a class's originals into `folder`, then add `count` Augmentor samples."""
+    folder.mkdir()
+    for image in files:
+        shutil.copy2(image.path, folder / image.path.name)
+    if count <= 0 or not files:
+        return
+    samples = generate_samples([_read_rgb(f.path) for f in files], count, config, seed)
+    number = 0
+    for index, array in samples:
+        stem = f"aug_{files[index].path.stem}"
+        while (path := folder / f"{stem}_{number:04d}.jpg").exists():
+            number += 1
+        Image.fromarray(array).save(path, "JPEG", quality=95)
+        number += 1
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    """Swap the finished staging folder in for `out` (a previous output is removed after)."""
+    if not out.exists():
+        staging.rename(out)
+        return
+    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+    out.rename(old)
+    staging.rename(out)
+    shutil.rmtree(old)
+
+
+def _summary(scan: DatasetScan, plan: dict[str, int], goal: int, seed: int,
+             config: RebalanceConfig) -> dict[str, Any]:
+    before = scan.counts()
+    classes = {name: {"before": n, "generated": plan[name], "after": n + plan[name]}
+               for name, n in before.items()}
+    return {
+        "source": str(scan.root),
+        "target": goal,
+        "seed": seed,
+        "classes": classes,
+        "total": {key: sum(row[key] for row in classes.values())
+                  for key in ("before", "generated", "after")},
+        "skipped": [{"path": str(u.path), "reason": u.reason} for u in scan.unreadable],
+        "not_copied": [str(p) for p in [*scan.nested, *scan.outside_classes]],
+        "duplicate_groups": len(scan.duplicate_groups()),
+        "conflict_groups": len(scan.conflict_groups()),
+        "operations": {k: v for k, v in dataclasses.asdict(config).items()
+                       if k not in ("enabled", "target")},
+    }
+
+
+def rebalance_folder(
+    source: Path | str,
+    out: Path | str,
+    target: int | None,
+    config: RebalanceConfig,
+    seed: int,
+    overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Write a copy of `source` to `out` with every class grown to `target` by Augmentor.
+
+    Originals are copied byte for byte (unreadable files are skipped), new images are
+    `<out>/<class>/aug_<source stem>_<nnnn>.jpg`. The source is only read. `out` appears
+    complete or not at all: everything is written to a folder beside it, renamed at the end.
+    """
+    source, out = Path(source), Path(out)
+    report = progress or (lambda message: None)
+    check_destination(source, out, overwrite)
+    report(f"scanning {source}")
+    scan = scan_dataset(source)
+    counts = scan.counts()
+    goal = target if target is not None else max(counts.values(), default=0)
+    plan = plan_rebalance(counts, goal)
+    summary = _summary(scan, plan, goal, seed, config)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        for index, name in enumerate(scan.classes):
+            report(f"{name}: copying {counts[name]}, generating {plan[name]}")
+            files = [f for f in scan.images if f.label == name]
+            _write_class(staging / name, files, plan[name], config, seed + index)
+        write_text(staging / MARKER, json.dumps(summary, indent=2) + "\n")
+        _move_into_place(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {**summary, "out": str(out)}

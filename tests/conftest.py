@@ -54,3 +54,21 @@ TINY_OVERRIDES = [
 def dataset(tmp_path: Path) -> Path:
     """A fresh 3-class dataset of 24x24 JPEGs."""
     return make_dataset(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model trained once per test session through the CLI (3 classes, 24 px)."""
+    from typer.testing import CliRunner
+
+    from melanoma_cli.cli import app
+
+    root = tmp_path_factory.mktemp("trained")
+    data = make_dataset(root / "data", per_class=10)
+    run_dir = root / "run"
+    args = ["train", "--data", str(data), "--out", str(run_dir)]
+    for override in [*TINY_OVERRIDES, "train.epochs=3"]:
+        args += ["--set", override]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return run_dir

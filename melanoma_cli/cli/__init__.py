@@ -9,6 +9,7 @@ import typer
 
 from melanoma_cli import __version__
 from melanoma_cli.cli import train_command
+from melanoma_cli.cli import inspect_command, rebalance_command
 
 app = typer.Typer(
     name="melanoma",
@@ -36,6 +37,8 @@ def root(
 
 
 app.command("train")(train_command.train)
+app.command("inspect-dataset")(inspect_command.inspect_dataset)
+app.command("rebalance")(rebalance_command.rebalance)
 
 
 def main() -> None:

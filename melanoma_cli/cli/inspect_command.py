@@ -1,0 +1,176 @@
+"""`melanoma inspect-dataset`: a health report of a folder-per-class dataset (no TensorFlow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from melanoma_cli.cli.common import err, handle_errors, out, print_json
+from melanoma_cli.errors import MelanomaError
+
+
+def _short(path: str, root: str | None) -> str:
+    """`path` relative to `root` when it lies below it, markup-escaped for rich."""
+    if root is not None and Path(path).is_relative_to(root):
+        path = str(Path(path).relative_to(root))
+    return escape(path)
+
+
+def _class_table(report: dict[str, Any]) -> Table:
+    table = Table(title=f"Classes in {escape(report['root'])}")
+    table.add_column("class")
+    table.add_column("images", justify="right")
+    table.add_column("share", justify="right")
+    for name, count in report["classes"].items():
+        table.add_row(escape(name), str(count), f"{report['share'][name]:.1%}")
+    table.add_section()
+    ratio = report["imbalance_ratio"]
+    table.add_row("total", str(report["total"]), "")
+    table.add_row("imbalance (largest/smallest)", "-" if ratio is None else f"{ratio:.2f}", "")
+    return table
+
+
+def _image_lines(report: dict[str, Any]) -> list[str]:
+    sizes = report["sizes"]
+    common = ", ".join(f"{s['size']} ({s['count']})" for s in sizes["most_common"]) or "-"
+    return [
+        f"sizes: {sizes['distinct']} distinct; most common {common}",
+        "modes: " + (", ".join(f"{m} ({n})" for m, n in report["modes"].items()) or "-"),
+        "formats: " + (", ".join(f"{f} ({n})" for f, n in report["formats"].items()) or "-"),
+    ]
+
+
+def _table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _problem_tables(report: dict[str, Any]) -> list[Table]:
+    """One table per kind of problem found (none when the dataset is clean)."""
+    root, test_root = report["root"], report["test_dir"]
+    tables = []
+    if report["unreadable"]:
+        rows = [[_short(u["path"], root), escape(u["reason"])] for u in report["unreadable"]]
+        tables.append(_table("Unreadable or non-image files (skipped)", ["file", "reason"], rows))
+    if report["nested"]:
+        rows = [[_short(n["path"], root), str(len(n["files"]))] for n in report["nested"]]
+        tables.append(_table("Folders nested below a class folder (a recursive loader would "
+                             "read them)", ["folder", "files"], rows))
+    if report["outside_classes"]:
+        rows = [[_short(p, root)] for p in report["outside_classes"]]
+        tables.append(_table("Files outside any class folder (ignored)", ["file"], rows))
+    if report["duplicate_groups"]:
+        rows = [[str(len(g)), "\n".join(_short(p, root) for p in g)]
+                for g in report["duplicate_groups"]]
+        tables.append(_table("Exact duplicates within one class", ["copies", "files"], rows))
+    if report["conflict_groups"]:
+        rows = [["\n".join(_short(p, root) for p in g)] for g in report["conflict_groups"]]
+        by_pair = "; ".join(f"{k}: {n}" for k, n in report["conflicts_by_classes"].items())
+        tables.append(_table(f"Label conflicts: identical files in different classes ({by_pair})",
+                             ["files"], rows))
+    if report["test_overlap"]:
+        rows = [[_short(o["test_path"], test_root), escape(o["test_class"]),
+                 "\n".join(_short(p, root) for p in o["train_paths"]),
+                 escape(", ".join(o["train_classes"]))] for o in report["test_overlap"]]
+        tables.append(_table("Leakage: test files whose exact content is in the training folder",
+                             ["test file", "test class", "training files", "training classes"],
+                             rows))
+    return tables
+
+
+def _near_tables(report: dict[str, Any]) -> list[Table]:
+    """Perceptual look-alikes: a separate, clearly labelled list (they may be legitimate)."""
+    root, test_root, threshold = report["root"], report["test_dir"], report["near_threshold"]
+    label = f"perceptual hash, Hamming distance <= {threshold}, not byte-identical"
+    tables = []
+    if report["near_duplicates"]:
+        rows = [[str(p["distance"]), _short(p["paths"][0], root), escape(p["classes"][0]),
+                 _short(p["paths"][1], root), escape(p["classes"][1])]
+                for p in report["near_duplicates"]]
+        tables.append(_table(f"Near duplicates ({label})",
+                             ["dist", "file", "class", "file", "class"], rows))
+    if report.get("test_near_overlap"):
+        rows = [[str(p["distance"]), _short(p["test_path"], test_root), escape(p["test_class"]),
+                 _short(p["train_path"], root), escape(p["train_class"])]
+                for p in report["test_near_overlap"]]
+        tables.append(_table(f"Near leakage: test files resembling training files ({label})",
+                             ["dist", "test file", "test class", "training file", "training class"],
+                             rows))
+    return tables
+
+
+def _verdict(report: dict[str, Any]) -> str:
+    counts = {
+        "unreadable files": len(report["unreadable"]),
+        "nested folders": len(report["nested"]),
+        "files outside classes": len(report["outside_classes"]),
+        "duplicate groups": len(report["duplicate_groups"]),
+        "label conflict groups": len(report["conflict_groups"]),
+        "test files also in training": len(report["test_overlap"]),
+        "near-duplicate pairs": len(report["near_duplicates"]),
+        "near-leakage pairs": len(report.get("test_near_overlap", [])),
+    }
+    found = [f"{n} {what}" for what, n in counts.items() if n]
+    if not found:
+        return "[green]No problems found.[/]"
+    return "[yellow]Found:[/] " + ", ".join(found)
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    out.print(_class_table(report))
+    for line in _image_lines(report):
+        out.print(escape(line), highlight=False)
+    if report["test_dir"] is not None:
+        test = report["test"]
+        out.print(f"test folder {escape(test['root'])}: {test['total']} images in "
+                  f"{len(test['classes'])} classes, {len(test['unreadable'])} unreadable",
+                  highlight=False)
+    for table in [*_problem_tables(report), *_near_tables(report)]:
+        out.print(table)
+    out.print(_verdict(report), highlight=False)
+
+
+@handle_errors
+def inspect_dataset(
+    data: Annotated[Path, typer.Argument(help="Dataset folder: one subfolder per class.")],
+    test_dir: Annotated[Path | None, typer.Option(
+        "--test-dir", help="Test folder (one subfolder per class) to check for leakage.")] = None,
+    near_threshold: Annotated[int, typer.Option(
+        "--near-threshold", min=0, max=64,
+        help="Largest perceptual-hash Hamming distance (bits of 64) reported as a near "
+             "duplicate; 0 turns the near-duplicate search off.")] = 4,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="Write a class distribution bar chart to this file (e.g. classes.png).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Report class balance, unreadable files, duplicates, label conflicts and test leakage.
+
+    Exits 0 whenever the folder could be scanned, even if it found problems.
+    """
+    from melanoma_cli.inspection import inspect_dataset as run_inspection
+
+    if plot is not None and not plot.parent.is_dir():
+        raise MelanomaError(f"cannot write plot '{plot}': folder '{plot.parent}' does not exist")
+    err.print(f"[dim]scanning {escape(str(data))}[/]", highlight=False)
+    report = run_inspection(data, test_dir, near_threshold)
+    if plot is not None:
+        from melanoma_cli.plots import plot_class_distribution
+
+        try:
+            plot_class_distribution(report["classes"], plot)
+        except (OSError, ValueError) as exc:
+            raise MelanomaError(f"cannot write plot '{plot}': {exc}") from exc
+        err.print(f"[dim]class distribution written to {escape(str(plot))}[/]", highlight=False)
+    if as_json:
+        print_json(report)
+    else:
+        _print_report(report)

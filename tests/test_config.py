@@ -1,0 +1,107 @@
+"""Config loading: bundled lookup, overrides, and one-line errors naming the key."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from melanoma_cli.config import Config, bundled_config_names, find_config, load_config
+from melanoma_cli.errors import MelanomaError
+
+BUNDLED = ("baseline.yaml", "augmented.yaml", "final.yaml")
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_configs_load_from_any_directory(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = load_config(name)
+    assert isinstance(config, Config)
+    assert find_config(name.removesuffix(".yaml")) == find_config(name)
+
+
+def test_bundled_config_names_lists_the_three_stages():
+    assert set(BUNDLED) <= set(bundled_config_names())
+
+
+def test_every_bundled_key_is_commented():
+    for name in BUNDLED:
+        for number, line in enumerate(find_config(name).read_text().splitlines(), 1):
+            if ":" in line and not line.lstrip().startswith(("#", "-")) and line.strip()[-1] != ":":
+                assert "#" in line, f"{name}:{number} has no comment: {line}"
+
+
+def test_defaults_round_trip_through_yaml(tmp_path):
+    config = load_config("final.yaml")
+    saved = tmp_path / "resolved.yaml"
+    saved.write_text(config.to_yaml())
+    again = load_config(saved)
+    assert again == config
+    assert again.fingerprint() == config.fingerprint()
+
+
+def test_overrides_are_typed_and_applied():
+    config = load_config("baseline.yaml", ["train.epochs=5", "model.dropout=0.3",
+                                           "model.filters=[8, 16]", "data.holdout_dirs=[a, b]"])
+    assert config.train.epochs == 5
+    assert config.model.dropout == 0.3
+    assert config.model.filters == [8, 16]
+    assert config.data.holdout_dirs == ["a", "b"]
+
+
+def test_integer_is_accepted_where_a_number_is_expected():
+    assert load_config(None, ["train.learning_rate=1"]).train.learning_rate == 1.0
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"trian": {}}, "unknown config key 'trian' (did you mean 'train'?)"),
+        ({"train": {"epoch": 3}}, "unknown config key 'train.epoch' (did you mean 'train.epochs'?)"),
+        ({"train": {"epochs": "five"}}, "config key 'train.epochs': expected an integer, got 'five'"),
+        ({"train": {"epochs": True}}, "config key 'train.epochs': expected an integer"),
+        ({"train": {"epochs": -1}}, "config key 'train.epochs' must be at least 1"),
+        ({"data": {"image_size": 0}}, "config key 'data.image_size' must be at least 16"),
+        ({"model": {"dropout": 1.0}}, "config key 'model.dropout' must be in [0, 1)"),
+        ({"model": {"filters": []}}, "config key 'model.filters' must not be empty"),
+        ({"model": {"filters": [8, "x"]}}, "config key 'model.filters[1]': expected an integer"),
+        ({"model": {"backbone": "resnet"}}, "config key 'model.backbone': expected one of"),
+        ({"train": {"stages": [{"epochs": 1, "trainable": "some"}]}}, "train.stages[0].trainable"),
+        ({"data": "big"}, "config key 'data': expected a mapping"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, values, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(values))
+    with pytest.raises(MelanomaError) as error:
+        load_config(path)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("seed: 1\ntrain:\n  epochs: [1, 2\n")
+    with pytest.raises(MelanomaError, match=r"broken.yaml' line \d+"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.epochs", "not of the form key=value"),
+        ("train.epochs=abc", "expected an integer"),
+        ("train.nope=1", "unknown config key 'train.nope'"),
+        ("seed.x=1", "config key 'seed': expected an integer"),
+    ],
+)
+def test_bad_overrides(override, message):
+    with pytest.raises(MelanomaError, match=re.escape(message)):
+        load_config(None, [override])
+
+
+def test_missing_config_lists_the_bundled_ones():
+    with pytest.raises(MelanomaError, match="bundled configs: .*final.yaml"):
+        load_config("no-such-config.yaml")

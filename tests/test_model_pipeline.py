@@ -1,0 +1,81 @@
+"""The tf.data pipeline and the configurable model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from melanoma_cli.config import AugmentConfig, load_config
+from melanoma_cli.images import decode_many
+from melanoma_cli.model import build_model
+from melanoma_cli.pipeline import build_augmenter, make_dataset
+
+
+def test_pipeline_batches_float_images_and_one_hot_labels():
+    images = np.random.default_rng(0).integers(0, 256, (10, 16, 16, 3), dtype=np.uint8)
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+    augmenter = build_augmenter(AugmentConfig(enabled=True), seed=1)
+    dataset = make_dataset(images, labels, 3, 4, shuffle=True, augmenter=augmenter, seed=1)
+    batches = list(dataset)
+    assert [int(x.shape[0]) for x, _ in batches] == [4, 4, 2]
+    x, y = batches[0]
+    assert x.dtype.name == "float32" and tuple(x.shape[1:]) == (16, 16, 3)
+    assert y.shape == (4, 3) and np.allclose(np.asarray(y).sum(axis=1), 1)
+    assert float(np.asarray(x).min()) >= 0 and float(np.asarray(x).max()) <= 255.5
+
+
+def test_unaugmented_pipeline_keeps_order_and_values():
+    images = np.arange(2 * 8 * 8 * 3, dtype=np.uint8).reshape(2, 8, 8, 3)
+    (batch,) = list(make_dataset(images, None, 3, 8))
+    assert np.array_equal(np.asarray(batch), images.astype(np.float32))
+
+
+def test_decode_converts_modes_and_sizes(tmp_path):
+    from PIL import Image
+
+    paths = []
+    for mode, name in [("L", "gray.png"), ("RGBA", "alpha.png"), ("I;16", "deep.png"),
+                       ("CMYK", "print.jpg"), ("P", "palette.gif")]:
+        image = Image.new(mode, (40, 30))
+        image.save(tmp_path / name)
+        paths.append(tmp_path / name)
+    (tmp_path / "bad.jpg").write_text("no")
+    images, kept, failures = decode_many([*paths, tmp_path / "bad.jpg"], 20)
+    assert images.shape == (5, 20, 20, 3) and images.dtype == np.uint8
+    assert kept == [0, 1, 2, 3, 4]
+    assert [f.path.name for f in failures] == ["bad.jpg"]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model.filters=[4]"],
+        ["model.filters=[4, 8, 16]", "model.convs_per_block=2", "model.batch_norm=false"],
+        ["model.pooling=average", "model.block_dropout=0.2", "model.dense_units=0"],
+    ],
+)
+def test_custom_cnn_variants_build_and_output_probabilities(overrides):
+    config = load_config(None, overrides)
+    model = build_model(config.model, num_classes=4, image_size=32)
+    probabilities = model.predict(np.full((2, 32, 32, 3), 128, np.float32), verbose=0)
+    assert probabilities.shape == (2, 4)
+    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    has_bn = any("BatchNormalization" in type(layer).__name__ for layer in model.layers)
+    assert has_bn == config.model.batch_norm
+    assert any(type(layer).__name__ == "Dropout" for layer in model.layers)
+
+
+def test_backbone_model_freezes_and_unfreezes_blocks():
+    from melanoma_cli.backbones.registry import set_trainable
+
+    config = load_config(None, ["model.backbone=efficientnet_lite0", "model.weights=none"])
+    model = build_model(config.model, num_classes=3, image_size=32)
+    backbone = model.get_layer("backbone")
+    set_trainable(model, "efficientnet_lite0", "head")
+    assert not backbone.trainable_weights
+    set_trainable(model, "efficientnet_lite0", "2")
+    trainable = {w.path.split("/")[0] for w in backbone.trainable_weights}
+    assert trainable and all(name.startswith(("block14", "block15", "head")) for name in trainable)
+    assert not any("bn" in w.path for w in backbone.trainable_weights)
+    set_trainable(model, "efficientnet_lite0", "all")
+    assert len(backbone.trainable_weights) == 49  # every conv kernel, no BatchNorm

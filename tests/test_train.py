@@ -1,0 +1,114 @@
+"""`melanoma train` end to end through the CLI."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import yaml
+from typer.testing import CliRunner
+
+from conftest import TINY_OVERRIDES, make_dataset, tree_hashes
+from melanoma_cli.cli import app
+
+runner = CliRunner()
+RUN_FILES = {"model.keras", "model.json", "config.yaml", "history.csv", "metrics.json", "curves.png"}
+
+
+def train_args(data, out, *extra: str, overrides=TINY_OVERRIDES) -> list[str]:
+    args = ["train", "--data", str(data), "--out", str(out), *extra]
+    for override in overrides:
+        args += ["--set", override]
+    return args
+
+
+def test_trained_run_folder_is_complete(trained_run):
+    assert RUN_FILES <= {p.name for p in trained_run.iterdir()}
+    info = json.loads((trained_run / "model.json").read_text())
+    assert info["classes"] == ["melanoma", "nevus", "vascular lesion"]
+    assert info["image_size"] == 24
+    assert info["status"] == "complete"
+    assert set(info["versions"]) >= {"melanoma_cli", "tensorflow", "keras"}
+    assert 0 <= info["melanoma_threshold"] <= 1
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert set(metrics["validation"]["per_class"]) == set(info["classes"])
+    assert metrics["data"]["validation"] == {"melanoma": 2, "nevus": 2, "vascular lesion": 2}
+    config = yaml.safe_load((trained_run / "config.yaml").read_text())
+    assert config["data"]["image_size"] == 24 and config["train"]["epochs"] == 3
+    history = (trained_run / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch") and len(history) == 4
+
+
+def test_json_summary_and_no_training_data_modified(tmp_path):
+    data = make_dataset(tmp_path / "data", per_class=6)
+    before = tree_hashes(data)
+    result = runner.invoke(app, train_args(data, tmp_path / "run", "--json"))
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["run_dir"] == str(tmp_path / "run")
+    assert summary["best_epoch"] == 1
+    assert set(summary["validation"]) >= {"accuracy", "balanced_accuracy", "per_class"}
+    assert tree_hashes(data) == before
+
+
+def test_refuses_to_overwrite_a_run_unless_asked(tmp_path, trained_run):
+    data = make_dataset(tmp_path / "data", per_class=6)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "model.json").write_text("{}")
+    refused = runner.invoke(app, train_args(data, out))
+    assert refused.exit_code == 1
+    assert "already exists (use --overwrite" in refused.stderr
+    replaced = runner.invoke(app, train_args(data, out, "--overwrite"))
+    assert replaced.exit_code == 0, replaced.output
+    assert RUN_FILES <= {p.name for p in out.iterdir()}
+
+
+def test_same_seed_gives_identical_metrics(tmp_path):
+    data = make_dataset(tmp_path / "data", per_class=6)
+    for name in ("a", "b"):
+        result = runner.invoke(app, train_args(data, tmp_path / name, overrides=[
+            *TINY_OVERRIDES, "augment.enabled=true", "train.epochs=2"]))
+        assert result.exit_code == 0, result.output
+    first = (tmp_path / "a" / "metrics.json").read_text()
+    assert first == (tmp_path / "b" / "metrics.json").read_text()
+
+
+def test_rebalance_stage_grows_only_the_training_split(tmp_path):
+    data = make_dataset(tmp_path / "data", per_class=6)
+    result = runner.invoke(app, train_args(data, tmp_path / "run", "--json", overrides=[
+        *TINY_OVERRIDES, "rebalance.enabled=true", "rebalance.target=9", "train.class_weights=true"]))
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    train_counts, generated = summary["data"]["train"], summary["data"]["generated"]
+    assert all(train_counts[c] + generated[c] == 9 for c in train_counts)
+    assert summary["validation"]["n"] == sum(summary["data"]["validation"].values())
+    assert summary["validation"]["n"] + sum(train_counts.values()) == 18
+
+
+def test_staged_backbone_training(tmp_path):
+    data = make_dataset(tmp_path / "data", per_class=6)
+    stages = "[{epochs: 1, learning_rate: 0.001, trainable: head}, {epochs: 1, trainable: '1'}]"
+    result = runner.invoke(app, train_args(data, tmp_path / "run", "--json", overrides=[
+        "data.image_size=32", "data.batch_size=8", "model.backbone=efficientnet_lite0",
+        "model.weights=imagenet", "model.dense_units=0", f"train.stages={stages}"]))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["training"]["epochs_run"] == 2
+
+
+def test_bad_config_value_is_one_line_error(tmp_path):
+    data = make_dataset(tmp_path / "data", per_class=4)
+    result = runner.invoke(app, train_args(data, tmp_path / "run", overrides=["train.epochs=0"]))
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "Error: config key 'train.epochs' must be at least 1"
+    assert not (tmp_path / "run").exists()
+
+
+def test_help_does_not_import_tensorflow():
+    import subprocess
+
+    code = ("import sys; from typer.testing import CliRunner; from melanoma_cli.cli import app; "
+            "r = CliRunner().invoke(app, ['train', '--help']); assert r.exit_code == 0; "
+            "print('tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
