@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import signal
+import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +20,7 @@ from melanoma_cli.atomic import write_text, write_with
 from melanoma_cli.config import Config, StageConfig
 from melanoma_cli.dataset import DatasetScan, ImageFile, scan_dataset
 from melanoma_cli.errors import MelanomaError
-from melanoma_cli.images import Unreadable, decode_many
+from melanoma_cli.images import Unreadable, decode_many, iter_image_files
 from melanoma_cli.metrics import summary, threshold_for_sensitivity
 from melanoma_cli.runs import MODEL_FILE, ModelInfo, prepare_run_folder, runtime_versions
 from melanoma_cli.split import Split, split_dataset
@@ -52,9 +56,16 @@ class TrainResult:
 
 
 def _holdout_hashes(folders: Sequence[Path]) -> set[str]:
+    """Content hashes of every image file below the holdout folders (any layout)."""
     hashes: set[str] = set()
     for folder in folders:
-        hashes |= {image.sha256 for image in scan_dataset(folder).images}
+        if not folder.is_dir():
+            raise MelanomaError(f"holdout folder '{folder}' does not exist or is not a folder")
+        for path in iter_image_files([folder]):
+            try:
+                hashes.add(hashlib.sha256(path.read_bytes()).hexdigest())
+            except OSError as exc:
+                raise MelanomaError(f"holdout file '{path}' cannot be read: {exc.strerror}") from exc
     return hashes
 
 
@@ -178,6 +189,36 @@ def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
     return result
 
 
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler, `kill`) stops training like Ctrl-C: the best checkpoint is kept."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stage_callbacks(keras, config: Config) -> list:
+    """Early stopping and plateau schedule, fresh for each stage."""
+    mode = "min" if config.train.monitor.endswith("loss") else "max"
+    callbacks = []
+    if config.train.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            config.train.monitor, patience=config.train.early_stopping_patience, mode=mode))
+    if config.train.schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            config.train.monitor, factor=0.5, patience=2, mode=mode))
+    return callbacks
+
+
 def _write_report(out: Path, payload: dict, name: str) -> None:
     write_text(out / name, json.dumps(payload, indent=2) + "\n")
 
@@ -228,28 +269,24 @@ def train(
                      "train": len(data.train_labels), "validation": len(data.val_labels)})
     done, interrupted, started = 0, False, time.perf_counter()
     try:
-        for stage in stages:
-            if config.model.backbone != "none":
-                from melanoma_cli.backbones.registry import set_trainable
+        with _sigterm_as_interrupt():
+            for stage in stages:
+                if config.model.backbone != "none":
+                    from melanoma_cli.backbones.registry import set_trainable
 
-                set_trainable(model, config.model.backbone, stage.trainable)
-            model.compile(
-                optimizer=_optimizer(keras, config, stage.learning_rate, stage.epochs * steps_per_epoch),
-                loss=loss,
-                metrics=["accuracy"],
-            )
-            callbacks = [validation_metrics, checkpoint, history_logger, reporter]
-            if config.train.early_stopping_patience:
-                callbacks.append(keras.callbacks.EarlyStopping(
-                    config.train.monitor, patience=config.train.early_stopping_patience,
-                    mode="min" if config.train.monitor.endswith("loss") else "max"))
-            if config.train.schedule == "plateau":
-                callbacks.append(keras.callbacks.ReduceLROnPlateau(
-                    config.train.monitor, factor=0.5, patience=2,
-                    mode="min" if config.train.monitor.endswith("loss") else "max"))
-            model.fit(train_dataset, epochs=done + stage.epochs, initial_epoch=done,
-                      class_weight=class_weight, callbacks=callbacks, shuffle=False, verbose=0)
-            done += stage.epochs
+                    set_trainable(model, config.model.backbone, stage.trainable)
+                model.compile(
+                    optimizer=_optimizer(keras, config, stage.learning_rate,
+                                         stage.epochs * steps_per_epoch),
+                    loss=loss,
+                    metrics=["accuracy"],
+                )
+                callbacks = [validation_metrics, checkpoint, history_logger, reporter,
+                             *_stage_callbacks(keras, config)]
+                model.fit(train_dataset, epochs=done + stage.epochs, initial_epoch=done,
+                          class_weight=class_weight, callbacks=callbacks, shuffle=False,
+                          verbose=0)
+                done += stage.epochs
     except KeyboardInterrupt:
         interrupted = True
     train_seconds = time.perf_counter() - started

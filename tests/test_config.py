@@ -103,5 +103,5 @@ def test_bad_overrides(override, message):
 
 
 def test_missing_config_lists_the_bundled_ones():
-    with pytest.raises(MelanomaError, match="bundled configs: .*final.yaml"):
+    with pytest.raises(MelanomaError, match=r"bundled configs: .*final\.yaml"):
         load_config("no-such-config.yaml")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from conftest import make_dataset
+
 from melanoma_cli.dataset import scan_dataset
 from melanoma_cli.errors import MelanomaError
 from melanoma_cli.split import split_dataset

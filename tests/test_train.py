@@ -6,9 +6,9 @@ import json
 import sys
 
 import yaml
+from conftest import TINY_OVERRIDES, make_dataset, tree_hashes
 from typer.testing import CliRunner
 
-from conftest import TINY_OVERRIDES, make_dataset, tree_hashes
 from melanoma_cli.cli import app
 
 runner = CliRunner()
@@ -23,7 +23,7 @@ def train_args(data, out, *extra: str, overrides=TINY_OVERRIDES) -> list[str]:
 
 
 def test_trained_run_folder_is_complete(trained_run):
-    assert RUN_FILES <= {p.name for p in trained_run.iterdir()}
+    assert {p.name for p in trained_run.iterdir()} >= RUN_FILES
     info = json.loads((trained_run / "model.json").read_text())
     assert info["classes"] == ["melanoma", "nevus", "vascular lesion"]
     assert info["image_size"] == 24
@@ -61,7 +61,7 @@ def test_refuses_to_overwrite_a_run_unless_asked(tmp_path, trained_run):
     assert "already exists (use --overwrite" in refused.stderr
     replaced = runner.invoke(app, train_args(data, out, "--overwrite"))
     assert replaced.exit_code == 0, replaced.output
-    assert RUN_FILES <= {p.name for p in out.iterdir()}
+    assert {p.name for p in out.iterdir()} >= RUN_FILES
 
 
 def test_same_seed_gives_identical_metrics(tmp_path):
@@ -112,3 +112,25 @@ def test_help_does_not_import_tensorflow():
             "print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_sigterm_keeps_best_checkpoint_and_marks_run_incomplete(tmp_path):
+    import subprocess
+    import time
+
+    data = make_dataset(tmp_path / "data", per_class=6)
+    out = tmp_path / "run"
+    args = train_args(data, out, overrides=[*TINY_OVERRIDES, "train.epochs=500"])
+    process = subprocess.Popen([sys.executable, "-m", "melanoma_cli", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "model.keras").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.terminate()
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert "training interrupted: best checkpoint kept" in stderr
+    info = json.loads((out / "model.json").read_text())
+    assert info["status"] == "incomplete"
+    assert 1 <= info["best_epoch"] < 500
+    assert json.loads((out / "metrics.json").read_text())["validation"]["n"] > 0
