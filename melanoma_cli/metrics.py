@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from statistics import NormalDist
 
 import numpy as np
@@ -97,11 +98,14 @@ def bootstrap_aucs(is_positive: np.ndarray, scores: np.ndarray, indices: np.ndar
 
     NaN marks a resample with only positives or only negatives for that column (skipped).
     """
+    from sklearn import config_context
+
     samples = np.full((len(indices), is_positive.shape[1]), np.nan)
-    for column in range(is_positive.shape[1]):
-        for row, picked in enumerate(indices):
-            value = roc_auc(is_positive[picked, column], scores[picked, column])
-            samples[row, column] = np.nan if value is None else value
+    with config_context(assume_finite=True, skip_parameter_validation=True):  # inputs are ours
+        for column in range(is_positive.shape[1]):
+            for row, picked in enumerate(indices):
+                value = roc_auc(is_positive[picked, column], scores[picked, column])
+                samples[row, column] = np.nan if value is None else value
     return samples
 
 
@@ -135,10 +139,13 @@ def bootstrap_balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, num_clas
 
 def melanoma_flags(probabilities: np.ndarray, melanoma_index: int,
                    threshold: float | None) -> np.ndarray:
-    """Rows flagged as melanoma: p(melanoma) >= threshold, or melanoma is the argmax without one."""
+    """Rows flagged as melanoma: p(melanoma) >= threshold, or melanoma is the argmax without one.
+
+    Compared in float64, as reported, so a printed probability and its flag always agree.
+    """
     if threshold is None:
         return probabilities.argmax(axis=1) == melanoma_index
-    return probabilities[:, melanoma_index] >= threshold
+    return probabilities[:, melanoma_index].astype(np.float64) >= threshold
 
 
 def _number(value: float | None) -> float | None:
@@ -174,7 +181,7 @@ def _per_class(y_true: np.ndarray, y_pred: np.ndarray, aucs: list[float | None],
 
 
 def _melanoma(y_true: np.ndarray, probabilities: np.ndarray, index: int,
-              threshold: float | None) -> dict:
+              threshold: float | None, per_class_row: dict) -> dict:
     from sklearn.metrics import confusion_matrix
 
     flagged = melanoma_flags(probabilities, index, threshold)
@@ -186,6 +193,8 @@ def _melanoma(y_true: np.ndarray, probabilities: np.ndarray, index: int,
         "sensitivity_ci": _interval(wilson_interval(tp, tp + fn)),
         "specificity": tn / (tn + fp) if tn + fp else None,
         "specificity_ci": _interval(wilson_interval(tn, tn + fp)),
+        "auc": per_class_row["auc"],
+        "auc_ci": per_class_row["auc_ci"],
         "tp": tp, "fn": fn, "tn": tn, "fp": fp,
         "threshold": threshold,
     }
@@ -219,22 +228,26 @@ def evaluation_report(
     indices = bootstrap_indices(n, resamples)
     auc_samples = bootstrap_aucs(one_vs_rest, probabilities, indices)
     per_class = _per_class(y_true, y_pred, aucs, auc_samples, classes)
+    macro_auc = float(np.mean([aucs[k] for k in scored])) if scored else None
+    macro_auc_ci = percentile_interval(auc_samples[:, scored].mean(axis=1)) if scored else None
     melanoma = None
     if melanoma_class in classes:
         index = classes.index(melanoma_class)
-        melanoma = {"class": melanoma_class, **_melanoma(y_true, probabilities, index, threshold),
-                    "auc": aucs[index], "auc_ci": per_class[melanoma_class]["auc_ci"]}
-    balanced = bootstrap_balanced_accuracy(y_true, y_pred, len(classes), indices)
+        melanoma = {"class": melanoma_class, **_melanoma(
+            y_true, probabilities, index, threshold, per_class[melanoma_class])}
+    with warnings.catch_warnings():  # "y_pred contains classes not in y_true" is expected here
+        warnings.simplefilter("ignore", UserWarning)
+        balanced = float(balanced_accuracy_score(y_true, y_pred))
     return {
         "n": n,
         "classes": list(classes),
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "accuracy_ci": _interval(wilson_interval(int((y_pred == y_true).sum()), n)),
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
-        "balanced_accuracy_ci": _interval(percentile_interval(balanced)),
-        "macro_auc": float(np.mean([aucs[k] for k in scored])) if scored else None,
-        "macro_auc_ci": _interval(percentile_interval(auc_samples[:, scored].mean(axis=1)))
-        if scored else None,
+        "balanced_accuracy": balanced,
+        "balanced_accuracy_ci": _interval(percentile_interval(
+            bootstrap_balanced_accuracy(y_true, y_pred, len(classes), indices))),
+        "macro_auc": macro_auc,
+        "macro_auc_ci": _interval(macro_auc_ci),
         "per_class": per_class,
         "melanoma": melanoma,
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),

@@ -142,7 +142,11 @@ def _move_into_place(staging: Path, out: Path) -> None:
         return
     old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
     out.rename(old)
-    staging.rename(out)
+    try:
+        staging.rename(out)
+    except BaseException:
+        old.rename(out)  # put the previous output back
+        raise
     shutil.rmtree(old)
 
 

@@ -219,6 +219,19 @@ def _stage_callbacks(keras, config: Config) -> list:
     return callbacks
 
 
+def _split_csv(split: Split) -> str:
+    """Which file went to which side, so a run's validation set can be rebuilt exactly."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "label", "sha256", "side"])
+    for side, files in (("train", split.train), ("validation", split.validation)):
+        writer.writerows([str(f.path), f.label, f.sha256, side] for f in files)
+    return buffer.getvalue()
+
+
 def _write_report(out: Path, payload: dict, name: str) -> None:
     write_text(out / name, json.dumps(payload, indent=2) + "\n")
 
@@ -243,6 +256,7 @@ def train(
     report("status", {"message": f"scanning and decoding {data_dir}"})
     data = prepare_data(config, data_dir, holdout_dirs)
     write_text(out / "config.yaml", config.to_yaml())
+    write_text(out / "split.csv", _split_csv(data.split))
 
     keras = import_keras()
     seed_everything(config.seed)

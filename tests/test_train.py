@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from melanoma_cli.cli import app
 
 runner = CliRunner()
-RUN_FILES = {"model.keras", "model.json", "config.yaml", "history.csv", "metrics.json", "curves.png"}
+RUN_FILES = {"model.keras", "model.json", "config.yaml", "history.csv", "metrics.json", "curves.png",
+             "split.csv"}
 
 
 def train_args(data, out, *extra: str, overrides=TINY_OVERRIDES) -> list[str]:
@@ -134,3 +135,13 @@ def test_sigterm_keeps_best_checkpoint_and_marks_run_incomplete(tmp_path):
     assert info["status"] == "incomplete"
     assert 1 <= info["best_epoch"] < 500
     assert json.loads((out / "metrics.json").read_text())["validation"]["n"] > 0
+
+
+def test_split_csv_records_every_file_once(trained_run):
+    import csv
+
+    with (trained_run / "split.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 30
+    assert sum(row["side"] == "validation" for row in rows) == 6
+    assert len({row["path"] for row in rows}) == 30

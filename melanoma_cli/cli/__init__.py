@@ -8,8 +8,13 @@ from __future__ import annotations
 import typer
 
 from melanoma_cli import __version__
-from melanoma_cli.cli import train_command
-from melanoma_cli.cli import inspect_command, rebalance_command
+from melanoma_cli.cli import (
+    evaluate_command,
+    inspect_command,
+    predict_command,
+    rebalance_command,
+    train_command,
+)
 
 app = typer.Typer(
     name="melanoma",
@@ -39,6 +44,8 @@ def root(
 app.command("train")(train_command.train)
 app.command("inspect-dataset")(inspect_command.inspect_dataset)
 app.command("rebalance")(rebalance_command.rebalance)
+app.command("evaluate")(evaluate_command.evaluate)
+app.command("predict")(predict_command.predict)
 
 
 def main() -> None:

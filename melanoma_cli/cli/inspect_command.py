@@ -44,10 +44,11 @@ def _image_lines(report: dict[str, Any]) -> list[str]:
     ]
 
 
-def _table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
-    table = Table(title=title, title_justify="left")
+def _table(title: str, columns: list[str], rows: list[list[str]], caption: str = "") -> Table:
+    table = Table(title=title, title_justify="left", caption=caption or None,
+                  caption_justify="left")
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # paths are folded, never cut short
     for row in rows:
         table.add_row(*row)
     return table
@@ -74,8 +75,8 @@ def _problem_tables(report: dict[str, Any]) -> list[Table]:
     if report["conflict_groups"]:
         rows = [["\n".join(_short(p, root) for p in g)] for g in report["conflict_groups"]]
         by_pair = "; ".join(f"{k}: {n}" for k, n in report["conflicts_by_classes"].items())
-        tables.append(_table(f"Label conflicts: identical files in different classes ({by_pair})",
-                             ["files"], rows))
+        tables.append(_table("Label conflicts: identical files in different classes", ["files"],
+                             rows, caption=f"groups by classes: {escape(by_pair)}"))
     if report["test_overlap"]:
         rows = [[_short(o["test_path"], test_root), escape(o["test_class"]),
                  "\n".join(_short(p, root) for p in o["train_paths"]),
@@ -86,24 +87,27 @@ def _problem_tables(report: dict[str, Any]) -> list[Table]:
     return tables
 
 
+def _labels(first: str, second: str) -> str:
+    return "same" if first == second else f"[yellow]{escape(first)} / {escape(second)}[/]"
+
+
 def _near_tables(report: dict[str, Any]) -> list[Table]:
     """Perceptual look-alikes: a separate, clearly labelled list (they may be legitimate)."""
     root, test_root, threshold = report["root"], report["test_dir"], report["near_threshold"]
     label = f"perceptual hash, Hamming distance <= {threshold}, not byte-identical"
     tables = []
     if report["near_duplicates"]:
-        rows = [[str(p["distance"]), _short(p["paths"][0], root), escape(p["classes"][0]),
-                 _short(p["paths"][1], root), escape(p["classes"][1])]
-                for p in report["near_duplicates"]]
-        tables.append(_table(f"Near duplicates ({label})",
-                             ["dist", "file", "class", "file", "class"], rows))
+        rows = [[str(p["distance"]), _short(p["paths"][0], root), _short(p["paths"][1], root),
+                 _labels(*p["classes"])] for p in report["near_duplicates"]]
+        tables.append(_table("Near duplicates", ["distance", "file", "file", "labels"], rows,
+                             caption=label))
     if report.get("test_near_overlap"):
-        rows = [[str(p["distance"]), _short(p["test_path"], test_root), escape(p["test_class"]),
-                 _short(p["train_path"], root), escape(p["train_class"])]
+        rows = [[str(p["distance"]), _short(p["test_path"], test_root),
+                 _short(p["train_path"], root), _labels(p["test_class"], p["train_class"])]
                 for p in report["test_near_overlap"]]
-        tables.append(_table(f"Near leakage: test files resembling training files ({label})",
-                             ["dist", "test file", "test class", "training file", "training class"],
-                             rows))
+        tables.append(_table("Near leakage: test files resembling training files",
+                             ["distance", "test file", "training file", "labels"], rows,
+                             caption=label))
     return tables
 
 

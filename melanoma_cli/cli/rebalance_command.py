@@ -52,12 +52,12 @@ def rebalance(
         "--out", "-o", help="New folder for the originals plus generated images.")],
     target: Annotated[int | None, typer.Option(
         "--target", min=1, help="Images every class reaches at least "
-                                "[default: rebalance.target, else the largest class].")] = None,
+                                "(default: rebalance.target, else the largest class).")] = None,
     seed: Annotated[int | None, typer.Option(
-        "--seed", help="Random seed [default: the config's seed].")] = None,
+        "--seed", help="Random seed (default: the config's seed).")] = None,
     config: Annotated[str | None, typer.Option(
         "--config", "-c", help="YAML config (path or bundled name) whose rebalance section sets "
-                               "the operations [default: built-in defaults].")] = None,
+                               "the operations (default: the built-in defaults).")] = None,
     overrides: Annotated[list[str] | None, typer.Option(
         "--set", "-s", metavar="KEY=VALUE",
         help="Override a config value, e.g. rebalance.max_rotation=15 (repeatable).")] = None,

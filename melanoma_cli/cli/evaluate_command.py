@@ -1,0 +1,112 @@
+"""`melanoma evaluate`: a model's metrics on a folder-per-class test set, with 95% intervals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from melanoma_cli.cli.common import err, handle_errors, out, print_json, warn
+from melanoma_cli.cli.predict_command import (
+    MODEL_HELP,
+    THRESHOLD_HELP,
+    announce_model,
+    image_progress,
+)
+
+
+def _value(value: float | None, interval: list[float] | None = None) -> str:
+    """'0.812 (0.57-0.93)', or '-' where undefined."""
+    if value is None:
+        return "-"
+    if interval is None:
+        return f"{value:.3f}"
+    return f"{value:.3f} [dim]({interval[0]:.2f}-{interval[1]:.2f})[/]"
+
+
+def _class_table(report: dict, title: str) -> Table:
+    table = Table(title=title, caption="in brackets: 95% confidence interval")
+    for name in ("class", "n", "accuracy (recall)", "precision", "F1", "AUC (one-vs-rest)"):
+        table.add_column(name, justify="left" if name == "class" else "right")
+    for name, row in report["per_class"].items():
+        table.add_row(escape(name), str(row["n"]), _value(row["accuracy"], row["accuracy_ci"]),
+                      _value(row["precision"], row["precision_ci"]), _value(row["f1"]),
+                      _value(row["auc"], row["auc_ci"]))
+    table.add_section()
+    table.add_row("accuracy", str(report["n"]), _value(report["accuracy"], report["accuracy_ci"]))
+    table.add_row("balanced accuracy", "",
+                  _value(report["balanced_accuracy"], report["balanced_accuracy_ci"]))
+    table.add_row("macro AUC", "", "", "", "", _value(report["macro_auc"], report["macro_auc_ci"]))
+    return table
+
+
+def _melanoma_table(melanoma: dict) -> Table:
+    rule = "argmax" if melanoma["threshold"] is None else f"p >= {melanoma['threshold']:.3g}"
+    table = Table(title=f"{escape(melanoma['class'])} vs rest (flag: {rule})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("from", justify="right")
+    tp, fn, tn, fp = (melanoma[key] for key in ("tp", "fn", "tn", "fp"))
+    table.add_row("sensitivity", _value(melanoma["sensitivity"], melanoma["sensitivity_ci"]),
+                  f"TP {tp} / {tp + fn}")
+    table.add_row("specificity", _value(melanoma["specificity"], melanoma["specificity_ci"]),
+                  f"TN {tn} / {tn + fp}")
+    table.add_row("AUC", _value(melanoma["auc"], melanoma["auc_ci"]), "")
+    table.add_row("missed (FN)", str(fn), "")
+    table.add_row("false alarms (FP)", str(fp), "")
+    return table
+
+
+def _confusion_table(report: dict) -> Table:
+    table = Table(title="Confusion matrix (rows: true class, columns: predicted)")
+    table.add_column("true \\ predicted")
+    for name in report["classes"]:
+        table.add_column(escape(name), justify="right")
+    for name, row in zip(report["classes"], report["confusion_matrix"], strict=True):
+        table.add_row(escape(name), *(str(count) for count in row))
+    return table
+
+
+@handle_errors
+def evaluate(
+    test_dir: Annotated[Path, typer.Argument(help="Test folder: one subfolder per class.")],
+    model: Annotated[Path | None, typer.Option("--model", "-m", help=MODEL_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    report_dir: Annotated[Path | None, typer.Option(
+        "--report-dir", help="Also write metrics.json, predictions.csv and confusion_matrix.png "
+                             "to this folder.")] = None,
+    threshold: Annotated[float | None, typer.Option(
+        "--melanoma-threshold", min=0.0, help=THRESHOLD_HELP)] = None,
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", min=1, help="Images per model call.")] = 64,
+) -> None:
+    """Evaluate a model on a labelled test folder: per-class and melanoma metrics with 95% CIs."""
+    from melanoma_cli.classifier import load_classifier
+    from melanoma_cli.evaluation import evaluate_folder, prepare_report_dir, write_report
+    from melanoma_cli.prediction import resolve_threshold
+
+    if report_dir is not None:
+        prepare_report_dir(report_dir, test_dir)
+    classifier = load_classifier(model)
+    announce_model(classifier, resolve_threshold(classifier, threshold), as_json)
+    with image_progress("evaluating") as hook:
+        result = evaluate_folder(classifier, test_dir, threshold, batch_size, hook)
+    if result.skipped:
+        warn(f"skipped {len(result.skipped)} unreadable file(s):")
+        for item in result.skipped:
+            err.print(f"  {item.path}: {item.reason}", highlight=False, markup=False)
+    if report_dir is not None:
+        write_report(result, report_dir)
+    report = result.report
+    if as_json:
+        print_json(result.summary())
+    else:
+        out.print(_class_table(report, f"Evaluation on {escape(str(test_dir))} (n={report['n']})"))
+        if report["melanoma"] is not None:
+            out.print(_melanoma_table(report["melanoma"]))
+        out.print(_confusion_table(report))
+    if report_dir is not None:
+        err.print(f"report written to {report_dir}", highlight=False, markup=False)

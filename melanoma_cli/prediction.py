@@ -1,0 +1,173 @@
+"""Predicting image files: expanding inputs, streaming them through a classifier batch by batch."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from melanoma_cli.atomic import write_with
+from melanoma_cli.classifier import Classifier
+from melanoma_cli.errors import MelanomaError
+from melanoma_cli.images import IMAGE_SUFFIXES, Unreadable, decode_many, iter_image_files
+from melanoma_cli.metrics import melanoma_flags
+
+ProgressHook = Callable[[str, dict[str, Any]], None]
+GLOB_CHARACTERS = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch of a run: positions (in the input list) of the readable files, their
+    probabilities (rows in the same order), and the files that could not be read."""
+
+    indices: list[int]
+    probabilities: np.ndarray
+    unreadable: list[Unreadable]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the model says about one image."""
+
+    path: Path
+    probabilities: dict[str, float]
+    top_k: list[tuple[str, float]]
+    melanoma_probability: float | None
+    melanoma_flag: bool | None
+
+    @property
+    def prediction(self) -> str:
+        """The most probable class."""
+        return self.top_k[0][0]
+
+    @property
+    def probability(self) -> float:
+        """The probability of the most probable class."""
+        return self.top_k[0][1]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON record of `melanoma predict --json`."""
+        return {
+            "path": str(self.path),
+            "prediction": self.prediction,
+            "probability": self.probability,
+            "top_k": [[name, p] for name, p in self.top_k],
+            "probabilities": self.probabilities,
+            "melanoma_probability": self.melanoma_probability,
+            "melanoma_flag": self.melanoma_flag,
+        }
+
+
+def _glob_matches(pattern: str) -> list[Path]:
+    matches = [Path(m) for m in sorted(glob.glob(pattern, recursive=True))]
+    if not matches:
+        raise MelanomaError(f"no files match '{pattern}'")
+    # Like a folder listing, a pattern selects image files; a file named outright is always tried.
+    return [m for m in matches if m.is_dir() or m.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def expand_inputs(inputs: Iterable[Path | str]) -> list[Path]:
+    """Files as named, folders searched recursively for images, globs expanded (no duplicates)."""
+    found: dict[Path, None] = {}
+    for item in inputs:
+        path = Path(item)
+        if path.exists():
+            candidates = [path]
+        elif GLOB_CHARACTERS & set(str(item)):
+            candidates = _glob_matches(str(item))
+        else:
+            raise MelanomaError(f"input '{item}' does not exist")
+        found.update(dict.fromkeys(iter_image_files(candidates)))
+    if not found:
+        raise MelanomaError("no image files found in the given inputs")
+    return list(found)
+
+
+def resolve_threshold(classifier: Classifier, threshold: float | None) -> float | None:
+    """The melanoma threshold to use: the one given, else the model's (None means argmax)."""
+    return classifier.melanoma_threshold if threshold is None else threshold
+
+
+def classify_batches(classifier: Classifier, paths: Sequence[Path], batch_size: int = 64,
+                     progress: ProgressHook | None = None) -> Iterator[Batch]:
+    """Decode and classify `paths` one batch at a time (memory bounded by the batch size)."""
+    report = progress or (lambda kind, values: None)
+    report("start", {"total": len(paths)})
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start:start + batch_size]
+        images, kept, unreadable = decode_many(chunk, classifier.image_size)
+        probabilities = classifier.predict(images)
+        report("batch", {"images": len(chunk)})
+        yield Batch([start + i for i in kept], probabilities, unreadable)
+
+
+def _prediction(path: Path, probabilities: np.ndarray, classes: list[str], top_k: int,
+                melanoma: int | None, flag: bool | None) -> Prediction:
+    order = np.argsort(-probabilities, kind="stable")[:top_k]
+    return Prediction(
+        path=path,
+        probabilities={name: float(p) for name, p in zip(classes, probabilities, strict=True)},
+        top_k=[(classes[k], float(probabilities[k])) for k in order],
+        melanoma_probability=None if melanoma is None else float(probabilities[melanoma]),
+        melanoma_flag=flag,
+    )
+
+
+def predict_files(
+    classifier: Classifier,
+    paths: Sequence[Path],
+    batch_size: int = 64,
+    top_k: int = 3,
+    threshold: float | None = None,
+    progress: ProgressHook | None = None,
+) -> Iterator[Prediction | Unreadable]:
+    """Predictions (or the reason a file could not be read), yielded batch by batch.
+
+    A lesion is flagged when p(melanoma) >= threshold (given, else the model's; argmax if neither).
+    """
+    classes = classifier.classes
+    melanoma = classes.index(classifier.melanoma_class) if classifier.melanoma_class else None
+    threshold = resolve_threshold(classifier, threshold)
+    for batch in classify_batches(classifier, paths, batch_size, progress):
+        yield from batch.unreadable
+        flags = (None if melanoma is None
+                 else melanoma_flags(batch.probabilities, melanoma, threshold).tolist())
+        for row, index in enumerate(batch.indices):
+            yield _prediction(paths[index], batch.probabilities[row], classes, top_k, melanoma,
+                              None if flags is None else flags[row])
+
+
+def check_csv_destination(path: Path) -> None:
+    """Refuse a CSV destination that cannot be written, before any work is done."""
+    folder = path.parent
+    if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise MelanomaError(f"CSV file '{path}' cannot be written "
+                            f"(is it a folder, or is '{folder}' missing or read-only?)")
+
+
+def write_csv(predictions: Sequence[Prediction], classes: list[str], path: Path) -> None:
+    """One row per image: path, prediction, its probability, melanoma columns, all probabilities."""
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "prediction", "probability", "melanoma_probability",
+                             "melanoma_flag", *classes])
+            for item in predictions:
+                melanoma = item.melanoma_probability
+                writer.writerow([item.path, item.prediction, f"{item.probability:.6f}",
+                                 "" if melanoma is None else f"{melanoma:.6f}",
+                                 "" if item.melanoma_flag is None else item.melanoma_flag,
+                                 *(f"{item.probabilities[name]:.6f}" for name in classes)])
+
+    try:
+        write_with(path, write)
+    except OSError as exc:
+        raise MelanomaError(f"CSV file '{path}' cannot be written: {exc.strerror or exc}") from exc
