@@ -10,6 +10,7 @@ import typer
 from melanoma_cli import __version__
 from melanoma_cli.cli import (
     evaluate_command,
+    info_command,
     inspect_command,
     predict_command,
     rebalance_command,
@@ -46,6 +47,7 @@ app.command("inspect-dataset")(inspect_command.inspect_dataset)
 app.command("rebalance")(rebalance_command.rebalance)
 app.command("evaluate")(evaluate_command.evaluate)
 app.command("predict")(predict_command.predict)
+app.command("info")(info_command.info)
 
 
 def main() -> None:

@@ -1,0 +1,77 @@
+"""`melanoma info`: the model card summary of the bundled model (or of --model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from melanoma_cli.cli.common import handle_errors, out, print_json
+from melanoma_cli.cli.predict_command import DISCLAIMER
+
+
+def _fmt(value: Any, interval: list[float] | None = None) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:.3f}" if isinstance(value, float) else str(value)
+    return f"{text} ({interval[0]:.2f}-{interval[1]:.2f})" if interval else text
+
+
+def _validation_rows(validation: dict) -> list[tuple[str, str]]:
+    """Headline metrics from an evaluate report, or from a training run's metrics.json."""
+    report = validation.get("validation", validation)
+    rows = [
+        ("validation images", _fmt(report.get("n"))),
+        ("accuracy", _fmt(report.get("accuracy"), report.get("accuracy_ci"))),
+        ("balanced accuracy", _fmt(report.get("balanced_accuracy"), report.get("balanced_accuracy_ci"))),
+    ]
+    if "macro_auc" in report:
+        rows.append(("macro AUC", _fmt(report["macro_auc"], report.get("macro_auc_ci"))))
+    melanoma = report.get("melanoma")
+    if melanoma:
+        rows += [
+            ("melanoma sensitivity", _fmt(melanoma["sensitivity"], melanoma.get("sensitivity_ci"))),
+            ("melanoma specificity", _fmt(melanoma["specificity"], melanoma.get("specificity_ci"))),
+            ("melanoma AUC", _fmt(melanoma["auc"], melanoma.get("auc_ci"))),
+        ]
+    return rows
+
+
+@handle_errors
+def info(
+    model: Annotated[Path | None, typer.Option(
+        "--model", "-m", help="Run folder or .keras file [default: the bundled model].")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Show a model's card: classes, input size, melanoma threshold, training and validation metrics."""
+    from melanoma_cli.model_card import model_summary
+
+    summary = model_summary(model)
+    if as_json:
+        print_json(summary)
+        return
+    table = Table(title="bundled default model" if summary["bundled"] else escape(summary["model"]),
+                  show_header=False)
+    table.add_column("field")
+    table.add_column("value")
+    table.add_row("classes", escape(", ".join(summary["classes"])))
+    table.add_row("input", f"{summary['image_size']}x{summary['image_size']} RGB")
+    threshold = summary["melanoma_threshold"]
+    table.add_row("melanoma flag", "argmax" if threshold is None else f"p({summary['melanoma_class']}) >= "
+                  f"{threshold:.3f}")
+    table.add_row("status", summary["status"])
+    for key in ("data_dir", "epochs_run", "train_seconds"):
+        if key in summary["training"]:
+            table.add_row(key.replace("_", " "), escape(str(summary["training"][key])))
+    if summary["validation"]:
+        table.add_section()
+        for name, value in _validation_rows(summary["validation"]):
+            table.add_row(name, value)
+    if summary["model_card"]:
+        table.add_section()
+        table.add_row("model card", escape(summary["model_card"]))
+    out.print(table)
+    out.print(f"[dim]{DISCLAIMER}[/]")

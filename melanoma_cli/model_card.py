@@ -1,0 +1,50 @@
+"""The facts a user needs before trusting a model: read from its folder without loading TensorFlow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from melanoma_cli.errors import MelanomaError
+from melanoma_cli.runs import ModelInfo, resolve_model_path
+
+DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
+MODEL_CARD = Path(__file__).parent / "MODEL_CARD.md"
+VALIDATION_REPORT = "validation_report.json"
+
+
+def default_model_dir() -> Path:
+    """The bundled default model folder; a one-line error if the package ships none."""
+    if not (DEFAULT_MODEL_DIR / "model.json").is_file():
+        raise MelanomaError("no --model given and no bundled default model is installed")
+    return DEFAULT_MODEL_DIR
+
+
+def model_summary(model: Path | None) -> dict[str, Any]:
+    """Classes, input size, threshold, training record and validation metrics of a model."""
+    folder = default_model_dir() if model is None else model
+    model_file, info_file = resolve_model_path(folder)
+    info = ModelInfo.load(info_file)
+    summary: dict[str, Any] = {
+        "model": str(model_file),
+        "bundled": model is None,
+        "classes": info.classes,
+        "image_size": info.image_size,
+        "melanoma_class": info.melanoma_class,
+        "melanoma_threshold": info.melanoma_threshold,
+        "status": info.status,
+        "training": info.training,
+        "versions": info.versions,
+        "validation": None,
+        "model_card": str(MODEL_CARD) if model is None and MODEL_CARD.is_file() else None,
+    }
+    for name in (VALIDATION_REPORT, "metrics.json"):
+        path = model_file.parent / name
+        if path.is_file():
+            try:
+                summary["validation"] = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError as exc:
+                raise MelanomaError(f"'{path}' is not valid JSON: {exc}") from exc
+            break
+    return summary
