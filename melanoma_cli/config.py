@@ -32,6 +32,7 @@ class DataConfig:
     holdout_dirs: list[str] = field(default_factory=list)
     batch_size: int = 32
     min_images_per_class: int = 2
+    classes: list[str] | None = None  # expected class folder names (None: whatever the data has)
 
 
 @dataclass
@@ -150,7 +151,8 @@ def _type_name(tp: Any) -> str:
     if origin in (types.UnionType, typing.Union):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+        item = _type_name(typing.get_args(tp)[0]).removeprefix("an ").removeprefix("a ")
+        return f"a list of {item}s"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
     return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(
@@ -208,6 +210,7 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
 def _check_ranges(config: Config) -> None:
     """Values that have the right type but make no sense."""
     checks = [
+        (0 <= config.seed < 2**32, "seed", "must be in [0, 4294967295]"),
         (config.data.image_size >= 16, "data.image_size", "must be at least 16"),
         (0 < config.data.validation_split < 1, "data.validation_split", "must be in (0, 1)"),
         (config.data.batch_size >= 1, "data.batch_size", "must be at least 1"),
@@ -233,6 +236,12 @@ def _check_ranges(config: Config) -> None:
         (0 <= config.augment.contrast < 1, "augment.contrast", "must be in [0, 1)"),
         (0 <= config.augment.brightness < 1, "augment.brightness", "must be in [0, 1)"),
     ]
+    classes = config.data.classes
+    if classes is not None:
+        checks += [
+            (len(classes) >= 2, "data.classes", "must name at least two classes"),
+            (len(set(classes)) == len(classes), "data.classes", "must not repeat a name"),
+        ]
     for i, stage in enumerate(config.train.stages):
         key = f"train.stages[{i}]"
         checks += [
@@ -310,6 +319,9 @@ def load_config(name: str | Path | None, overrides: list[str] | tuple[str, ...] 
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             problem = getattr(exc, "problem", None) or "invalid YAML"
+            context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+            if context and start and mark and start.line != mark.line:  # where the broken part began
+                problem += f" ({context} at line {start.line + 1})"
             raise MelanomaError(f"config '{path}'{where}: {problem}") from exc
         except (OSError, UnicodeDecodeError) as exc:
             raise MelanomaError(f"config '{path}' cannot be read: {exc}") from exc

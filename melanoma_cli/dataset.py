@@ -86,7 +86,8 @@ def _inspect_file(path: Path, label: str, perceptual_hash: bool = False) -> Imag
 
 def _check_root(root: Path) -> None:
     if not root.exists():
-        raise MelanomaError(f"data folder '{root}' does not exist")
+        what = "is a broken or looping link" if root.is_symlink() else "does not exist"
+        raise MelanomaError(f"data folder '{root}' {what}")
     if not root.is_dir():
         raise MelanomaError(f"'{root}' is a file, expected a folder of class subfolders")
     if not os.access(root, os.R_OK | os.X_OK):
@@ -132,10 +133,10 @@ def scan_dataset(root: Path | str, perceptual_hash: bool = False) -> DatasetScan
                 continue
             if entry.is_dir():
                 scan.nested.append(entry)
-            elif entry.is_file():
+            elif entry.is_file() or entry.is_symlink():  # a bad link is reported with its OS error
                 jobs.append((entry, folder.name))
             else:
-                scan.unreadable.append(Unreadable(entry, "not a regular file (broken or looping link?)"))
+                scan.unreadable.append(Unreadable(entry, "not a regular file"))
     with ThreadPoolExecutor(DECODE_WORKERS) as pool:
         for result in pool.map(lambda job: _inspect_file(*job, perceptual_hash), jobs):
             if isinstance(result, Unreadable):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,7 @@ def _write_predictions(result: EvaluationResult, path: Path) -> None:
 
 def prepare_report_dir(folder: Path, test_dir: Path) -> None:
     """Create the report folder, refusing the test folder and run folders (before any work)."""
-    if folder.resolve().is_relative_to(Path(test_dir).resolve()):
+    if Path(os.path.realpath(folder)).is_relative_to(os.path.realpath(test_dir)):  # no error on link loops
         raise MelanomaError(f"refusing to write the report into the test folder ('{folder}')")
     if (folder / INFO_FILE).exists():
         raise MelanomaError(f"refusing to write the report into run folder '{folder}' "

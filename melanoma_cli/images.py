@@ -29,8 +29,10 @@ class Unreadable:
 def describe_error(exc: Exception) -> str:
     if isinstance(exc, UnidentifiedImageError):
         return "not an image (unrecognised format)"
-    if isinstance(exc, Image.DecompressionBombError):
+    if isinstance(exc, Image.DecompressionBombError | Image.DecompressionBombWarning):
         return "image too large"
+    if isinstance(exc, OSError) and exc.strerror:  # e.g. a looping link: no repeated path
+        return exc.strerror
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if "truncated" in text.lower():
         return "truncated or corrupt image data"
@@ -82,7 +84,8 @@ def load_rgb(path: Path, size: int) -> np.ndarray:
 def _try_load(path: Path, size: int) -> np.ndarray | Unreadable:
     try:
         return load_rgb(path, size)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, RecursionError) as exc:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning, RecursionError) as exc:
         return Unreadable(Path(path), describe_error(exc))
 
 
@@ -103,12 +106,15 @@ def decode_many(paths: Sequence[Path], size: int) -> tuple[np.ndarray, list[int]
 
 
 def iter_image_files(inputs: Iterable[Path]) -> Iterable[Path]:
-    """Files named directly, plus image files found recursively in folders (sorted)."""
+    """Files named directly, plus image files found recursively in folders (sorted).
+
+    Links are kept even when broken or looping, so that they are reported as unreadable.
+    """
     for item in inputs:
         if item.is_dir():
             yield from sorted(
                 p for p in item.rglob("*")
-                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink())
                 and not any(part.startswith(".") for part in p.relative_to(item).parts)
             )
         else:

@@ -78,7 +78,7 @@ def expand_inputs(inputs: Iterable[Path | str]) -> list[Path]:
     found: dict[Path, None] = {}
     for item in inputs:
         path = Path(item)
-        if path.exists():
+        if os.path.lexists(path):  # a broken or looping link is tried, and reported as unreadable
             candidates = [path]
         elif GLOB_CHARACTERS & set(str(item)):
             candidates = _glob_matches(str(item))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
 import shutil
 import uuid
@@ -96,7 +97,7 @@ def _read_rgb(path: Path) -> np.ndarray:
 
 def check_destination(source: Path, out: Path, overwrite: bool) -> None:
     """Refuse outputs that could touch the source or clobber something that is not ours."""
-    src, dst = source.resolve(), out.resolve()
+    src, dst = Path(os.path.realpath(source)), Path(os.path.realpath(out))  # no error on link loops
     if dst.is_relative_to(src):
         raise MelanomaError(f"output folder '{out}' is inside the source folder '{source}'; "
                             "the source is never written to")
@@ -195,16 +196,19 @@ def rebalance_folder(
     goal = target if target is not None else max(counts.values(), default=0)
     plan = plan_rebalance(counts, goal)
     summary = _summary(scan, plan, goal, seed, config)
-    out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
         for index, name in enumerate(scan.classes):
             report(f"{name}: copying {counts[name]}, generating {plan[name]}")
             files = [f for f in scan.images if f.label == name]
             _write_class(staging / name, files, plan[name], config, seed + index)
         write_text(staging / MARKER, json.dumps(summary, indent=2) + "\n")
         _move_into_place(staging, out)
+    except OSError as exc:
+        where = f" ('{exc.filename}')" if exc.filename else ""
+        raise MelanomaError(f"output folder '{out}' cannot be written: {exc.strerror or exc}{where}") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {**summary, "out": str(out)}

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ class ModelInfo:
     best_epoch: int | None = None
     versions: dict[str, str] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    exports: dict[str, str] = field(default_factory=dict)  # format -> file name in the model folder
 
     def save(self, folder: Path) -> None:
         """Write model.json atomically."""
@@ -53,6 +56,14 @@ class ModelInfo:
             raise MelanomaError(f"model info '{path}': 'classes' must be a list of names")
         if not isinstance(info.image_size, int) or info.image_size < 1:
             raise MelanomaError(f"model info '{path}': 'image_size' must be a positive integer")
+        threshold = info.melanoma_threshold
+        if threshold is not None and (not isinstance(threshold, int | float) or isinstance(threshold, bool)):
+            raise MelanomaError(f"model info '{path}': 'melanoma_threshold' must be a number or null, "
+                                f"not {threshold!r}")
+        if info.melanoma_class is not None and not isinstance(info.melanoma_class, str):
+            raise MelanomaError(f"model info '{path}': 'melanoma_class' must be a class name or null")
+        if not isinstance(info.exports, dict) or not all(isinstance(v, str) for v in info.exports.values()):
+            raise MelanomaError(f"model info '{path}': 'exports' must map formats to file names")
         return info
 
 
@@ -69,20 +80,30 @@ def runtime_versions() -> dict[str, str]:
     }
 
 
+def check_run_folder(out: Path, overwrite: bool) -> None:
+    """Refuse an output that cannot become a run folder, without touching anything."""
+    if not out.exists():
+        parent = next(p for p in out.absolute().parents if p.exists())
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise MelanomaError(f"output folder '{out}' cannot be written "
+                                f"('{parent}' is not a writable folder)")
+        return
+    if not out.is_dir():
+        raise MelanomaError(f"output '{out}' exists and is not a folder")
+    if any(out.iterdir()):
+        if not overwrite:
+            raise MelanomaError(f"run folder '{out}' already exists (use --overwrite to replace it)")
+        if not ((out / INFO_FILE).exists() or (out / MODEL_FILE).exists()):
+            raise MelanomaError(
+                f"refusing to overwrite '{out}': it is not empty and does not look like a run folder"
+            )
+
+
 def prepare_run_folder(out: Path, overwrite: bool) -> None:
     """Create an empty run folder; refuse to clobber an existing one unless asked."""
-    if out.exists():
-        if not out.is_dir():
-            raise MelanomaError(f"output '{out}' exists and is not a folder")
-        if any(out.iterdir()):
-            if not overwrite:
-                raise MelanomaError(f"run folder '{out}' already exists (use --overwrite to replace it)")
-            if (out / INFO_FILE).exists() or (out / MODEL_FILE).exists():
-                shutil.rmtree(out)
-            else:
-                raise MelanomaError(
-                    f"refusing to overwrite '{out}': it is not empty and does not look like a run folder"
-                )
+    check_run_folder(out, overwrite)
+    if out.is_dir() and any(out.iterdir()):
+        shutil.rmtree(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -127,6 +148,8 @@ def load_model(model: Path | str) -> LoadedModel:
         network = keras.models.load_model(model_file, compile=False)
     except Exception as exc:  # Keras raises many types for damaged archives
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        if not zipfile.is_zipfile(model_file):  # Keras would call it "not found"
+            reason = "damaged or not a Keras model (a .keras file is a zip archive)"
         raise MelanomaError(f"model file '{model_file}' cannot be loaded: {reason}") from exc
     outputs = network.outputs[0].shape[-1]
     if outputs != len(info.classes):

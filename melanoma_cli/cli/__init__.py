@@ -10,6 +10,7 @@ import typer
 from melanoma_cli import __version__
 from melanoma_cli.cli import (
     evaluate_command,
+    export_command,
     info_command,
     inspect_command,
     predict_command,
@@ -47,6 +48,7 @@ app.command("inspect-dataset")(inspect_command.inspect_dataset)
 app.command("rebalance")(rebalance_command.rebalance)
 app.command("evaluate")(evaluate_command.evaluate)
 app.command("predict")(predict_command.predict)
+app.command("export")(export_command.export)
 app.command("info")(info_command.info)
 
 

@@ -13,6 +13,7 @@ from melanoma_cli.cli.common import err, handle_errors, out, print_json, warn
 from melanoma_cli.cli.predict_command import (
     MODEL_HELP,
     THRESHOLD_HELP,
+    EngineOption,
     announce_model,
     image_progress,
 )
@@ -82,6 +83,7 @@ def evaluate(
         "--melanoma-threshold", min=0.0, help=THRESHOLD_HELP)] = None,
     batch_size: Annotated[int, typer.Option(
         "--batch-size", min=1, help="Images per model call.")] = 64,
+    engine: EngineOption = "auto",
 ) -> None:
     """Evaluate a model on a labelled test folder: per-class and melanoma metrics with 95% CIs."""
     from melanoma_cli.classifier import load_classifier
@@ -90,14 +92,15 @@ def evaluate(
 
     if report_dir is not None:
         prepare_report_dir(report_dir, test_dir)
-    classifier = load_classifier(model)
+    classifier = load_classifier(model, engine, note=warn)
     announce_model(classifier, resolve_threshold(classifier, threshold), as_json)
     with image_progress("evaluating") as hook:
         result = evaluate_folder(classifier, test_dir, threshold, batch_size, hook)
     if result.skipped:
         warn(f"skipped {len(result.skipped)} unreadable file(s):")
         for item in result.skipped:
-            err.print(f"  {item.path}: {item.reason}", highlight=False, markup=False)
+            err.print(f"  {item.path}: {item.reason}", highlight=False, markup=False,
+                      soft_wrap=True)
     if report_dir is not None:
         write_report(result, report_dir)
     report = result.report

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.markup import escape
@@ -19,10 +19,13 @@ if TYPE_CHECKING:  # the core is imported lazily, so that --help stays instant
     from melanoma_cli.prediction import Prediction
 
 DISCLAIMER = "Decision aid only: not a diagnosis. Refer suspicious lesions to a dermatologist."
-MODEL_HELP = ("Run folder, or a .keras file with its model.json beside it "
+MODEL_HELP = ("Run folder, or a .keras or .tflite file with its model.json beside it "
               "(default: the bundled model, when one is installed).")
 THRESHOLD_HELP = ("Flag melanoma when p(melanoma) >= T (default: the model's threshold from "
                   "model.json, else when melanoma is the most probable class).")
+EngineOption = Annotated[Literal["auto", "keras", "litert"], typer.Option(
+    "--engine", help="litert: the model's .tflite export, no TensorFlow (fast start); keras: "
+                     "model.keras; auto: litert when the export and ai-edge-litert are there.")]
 
 
 @contextmanager
@@ -49,7 +52,8 @@ def announce_model(classifier: Classifier, threshold: float | None, as_json: boo
     melanoma = f"melanoma flag: {rule}" if classifier.melanoma_class else "no melanoma class"
     (err if as_json else out).print(
         f"model: {classifier.source} ({len(classifier.classes)} classes, "
-        f"{classifier.image_size} px, {melanoma})", highlight=False, markup=False)
+        f"{classifier.image_size} px, {melanoma}) engine: {classifier.engine}",
+        highlight=False, markup=False, soft_wrap=True)
 
 
 def _table(predictions: Sequence[Prediction]) -> Table:
@@ -81,6 +85,7 @@ def predict(
         "--melanoma-threshold", min=0.0, help=THRESHOLD_HELP)] = None,
     batch_size: Annotated[int, typer.Option(
         "--batch-size", min=1, help="Images per model call.")] = 64,
+    engine: EngineOption = "auto",
 ) -> None:
     """Predict the class of each image, with top-k classes and a melanoma flag."""
     from melanoma_cli.classifier import load_classifier
@@ -97,7 +102,7 @@ def predict(
     files = expand_inputs(paths)
     if csv_file is not None:
         check_csv_destination(csv_file)
-    classifier = load_classifier(model)
+    classifier = load_classifier(model, engine, note=warn)
     announce_model(classifier, resolve_threshold(classifier, threshold), as_json)
     predictions = []
     with image_progress("predicting") as hook:

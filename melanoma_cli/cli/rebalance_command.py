@@ -31,11 +31,13 @@ def _warnings(result: dict[str, Any]) -> None:
     if result["skipped"]:
         warn(f"skipped {len(result['skipped'])} unreadable file(s) (not copied):")
         for item in result["skipped"]:
-            err.print(f"  {item['path']}: {item['reason']}", highlight=False, markup=False)
+            err.print(f"  {item['path']}: {item['reason']}", highlight=False, markup=False,
+                      soft_wrap=True)
     if result["not_copied"]:
         warn(f"not copied (outside the class folders' top level): {len(result['not_copied'])}")
         for path in result["not_copied"]:
-            err.print(f"  {path}", highlight=False, markup=False)
+            err.print(f"  {path}", highlight=False, markup=False,
+                      soft_wrap=True)
     empty = [name for name, row in result["classes"].items() if row["before"] == 0]
     if empty:
         warn(f"class(es) with no readable image left empty: {', '.join(empty)}")

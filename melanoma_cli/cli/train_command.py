@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ def _progress_hook(progress: Progress):
         elif kind == "start":
             state["epochs"], state["steps"] = values["epochs"], values["steps"]
             err.print(f"training on {values['train']} images, validating on {values['validation']}")
-            state["task"] = progress.add_task("epoch 1", total=values["epochs"] * values["steps"])
+            state["task"] = progress.add_task(f"epoch {values['done'] + 1}",
+                                              total=values["epochs"] * values["steps"],
+                                              completed=values["done"] * values["steps"])
         elif kind == "batch":
             progress.advance(state["task"])
         elif kind == "epoch":
@@ -53,12 +56,38 @@ def _result_table(result) -> Table:
     return table
 
 
+def _refuse_with_resume(**given: object) -> None:
+    """--resume takes the run's own config, folder and holdouts: other choices are usage errors."""
+    names = [f"--{name}" for name, value in given.items() if value]
+    if names:
+        raise typer.BadParameter(f"cannot be combined with {', '.join(names)} (a resumed run keeps "
+                                 "its own config, run folder and holdout folders)", param_hint="'--resume'")
+
+
+def _report(result, as_json: bool) -> None:
+    if result.skipped:
+        warn(f"skipped {len(result.skipped)} unreadable file(s):")
+        for item in result.skipped:
+            err.print(f"  {item.path}: {item.reason}", highlight=False, markup=False,
+                      soft_wrap=True)
+    if result.interrupted:
+        warn(f"training interrupted: best checkpoint kept in '{result.run_dir}' (marked incomplete); "
+             f"continue it with: melanoma train --resume '{result.run_dir}'")
+    if as_json:
+        print_json(result.summary)
+    else:
+        out.print(_result_table(result))
+
+
 @handle_errors
 def train(
-    config: str = typer.Option("baseline.yaml", "--config", "-c",
-                               help="YAML config: a path, or the name of a bundled config "
-                                    "(baseline.yaml, augmented.yaml, final.yaml)."),
-    data: Path = typer.Option(..., "--data", "-d", help="Training folder: one subfolder per class."),
+    config: str | None = typer.Option(None, "--config", "-c",
+                                      help="YAML config: a path, or the name of a bundled config "
+                                           "(baseline.yaml, augmented.yaml, final.yaml) "
+                                           "[default: baseline.yaml]."),
+    data: Path | None = typer.Option(None, "--data", "-d",
+                                     help="Training folder: one subfolder per class (with --resume: "
+                                          "only if the run's data folder has moved)."),
     out_dir: Path | None = typer.Option(None, "--out", "-o",
                                         help="Run folder to create [default: runs/<config name>]."),
     overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
@@ -67,25 +96,27 @@ def train(
                                        help="Folder whose image contents must never be trained on "
                                             "(repeatable)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
+    resume: Path | None = typer.Option(None, "--resume", metavar="RUN",
+                                       help="Continue an interrupted run folder from its last "
+                                            "completed epoch, with its own config and data."),
     as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON."),
 ) -> None:
     """Train a model and write a run folder (model, class names, config, history, metrics, plots)."""
+    from melanoma_cli import training
     from melanoma_cli.config import load_config
-    from melanoma_cli.training import train as run_training
 
-    settings = load_config(config, overrides)
-    run_dir = out_dir or Path("runs") / Path(config).stem
+    if resume is not None:
+        _refuse_with_resume(config=config, out=out_dir, set=overrides, holdout=holdout,
+                            overwrite=overwrite)
+        start = functools.partial(training.resume, resume, data)
+    elif data is None:
+        raise typer.BadParameter("missing (required unless --resume is given)", param_hint="'--data'")
+    else:
+        settings = load_config(config or "baseline.yaml", overrides)
+        run_dir = out_dir or Path("runs") / Path(config or "baseline.yaml").stem
+        start = functools.partial(training.train, settings, data, run_dir, overwrite=overwrite,
+                                  holdout_dirs=holdout)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err, transient=True) as progress:
-        result = run_training(settings, data, run_dir, overwrite=overwrite, holdout_dirs=holdout,
-                              progress=_progress_hook(progress))
-    if result.skipped:
-        warn(f"skipped {len(result.skipped)} unreadable file(s):")
-        for item in result.skipped:
-            err.print(f"  {item.path}: {item.reason}", highlight=False, markup=False)
-    if result.interrupted:
-        warn(f"training interrupted: best checkpoint kept in '{run_dir}' (marked incomplete)")
-    if as_json:
-        print_json(result.summary)
-    else:
-        out.print(_result_table(result))
+        result = start(progress=_progress_hook(progress))
+    _report(result, as_json)

@@ -1,0 +1,117 @@
+"""Input pipeline alone vs the model's consumption rate: the pipeline must never be the bottleneck.
+
+For final.yaml: img/s of decoded, augmented, batched training tensors out of the project's tf.data
+pipeline (nothing else running), against img/s of training steps fed one fixed in-memory batch
+(no pipeline at all), for each fine-tuning stage. The same for the original recipe
+(`image_dataset_from_directory` decoding JPEGs from disk; its small CNN). Each recipe runs in its
+own child process; ratio = pipeline / model, and should be >= 5.
+
+    python benchmarks/pipeline_throughput.py [--data DIR] [--steps 20] [--warmup 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DEFAULT_DATA, emit, run_child
+from train_throughput import BATCH, SEED, SIZE, original_model
+
+
+def pipeline_rate(dataset: Any, warmup: int, steps: int) -> float:
+    """Images per second coming out of `dataset` (batches pulled and materialised)."""
+    batches = iter(dataset.repeat())
+    for _ in range(warmup):
+        next(batches)
+    started, images = time.perf_counter(), 0
+    for _ in range(steps):
+        x = next(batches)[0]
+        images += int(x.shape[0])
+    return images / (time.perf_counter() - started)
+
+
+def model_rate(model: Any, x: Any, y: Any, warmup: int, steps: int) -> float:
+    """Images per second of training steps on one fixed batch already in memory."""
+    for _ in range(warmup):
+        model.train_on_batch(x, y)
+    started = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    return len(x) * steps / (time.perf_counter() - started)
+
+
+def final_child(data: Path, warmup: int, steps: int) -> dict[str, Any]:
+    import numpy as np
+
+    from melanoma_cli.backbones.registry import set_trainable
+    from melanoma_cli.config import load_config
+    from melanoma_cli.model import build_model
+    from melanoma_cli.pipeline import build_augmenter, make_dataset
+    from melanoma_cli.tf_runtime import import_keras, seed_everything
+    from melanoma_cli.training import _optimizer, prepare_data
+
+    config = load_config("final.yaml")
+    prepared = prepare_data(config, data)
+    keras = import_keras()
+    seed_everything(config.seed)
+    classes = len(prepared.classes)
+    dataset = make_dataset(prepared.train_images, prepared.train_labels, classes, BATCH, shuffle=True,
+                           augmenter=build_augmenter(config.augment, config.seed), seed=config.seed)
+    pipeline = pipeline_rate(dataset, warmup, steps)
+    model = build_model(config.model, classes, config.data.image_size)
+    x = prepared.train_images[:BATCH].astype(np.float32)
+    y = np.eye(classes, dtype=np.float32)[prepared.train_labels[:BATCH]]
+    stages = []
+    for stage in config.train.stages:
+        set_trainable(model, config.model.backbone, stage.trainable)
+        model.compile(optimizer=_optimizer(keras, config, stage.learning_rate, 1000),
+                      loss=keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
+        consumed = model_rate(model, x, y, warmup, steps)
+        stages.append({"trainable": stage.trainable, "model_img_per_s": round(consumed, 1),
+                       "ratio": round(pipeline / consumed, 1)})
+    return {"recipe": "final.yaml", "pipeline_img_per_s": round(pipeline, 1), "stages": stages,
+            "ratio": min(s["ratio"] for s in stages)}
+
+
+def original_child(data: Path, warmup: int, steps: int) -> dict[str, Any]:
+    from melanoma_cli.tf_runtime import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(SEED)
+    train = keras.utils.image_dataset_from_directory(
+        data, validation_split=0.2, subset="training", seed=SEED, image_size=(SIZE, SIZE),
+        batch_size=BATCH)
+    pipeline = pipeline_rate(train, warmup, steps)
+    model = original_model(keras, len(train.class_names))
+    model.compile(optimizer="adam", metrics=["accuracy"],
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = next(iter(train))
+    consumed = model_rate(model, x, y, warmup, steps)
+    return {"recipe": "original", "pipeline_img_per_s": round(pipeline, 1),
+            "model_img_per_s": round(consumed, 1), "ratio": round(pipeline / consumed, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--child", choices=["final", "original"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    children = {"final": final_child, "original": original_child}
+    if args.child:
+        print(json.dumps(children[args.child](args.data, args.warmup, args.steps)))
+        return
+    for recipe in ("original", "final"):
+        child = run_child([sys.executable, __file__, "--data", str(args.data), "--steps",
+                           str(args.steps), "--warmup", str(args.warmup), "--child", recipe])
+        emit("pipeline_throughput", **child.last_json(), steps=args.steps, warmup=args.warmup)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""Training throughput: final.yaml vs the original recipe, each in a fresh child process.
+
+final.yaml: images decoded once into memory (plus the Augmentor-rebalanced training split),
+tf.data batches augmented by Keras layers, EfficientNet-Lite0 fine-tuned in two stages (head,
+then the top 6 blocks). The original recipe: `keras.utils.image_dataset_from_directory` (JPEGs
+decoded every epoch, no cache, no prefetch), 3 conv layers 32/64/128 + Flatten + Dense(128),
+180x180, batch 32, Adam.
+
+Each child times `--steps` training steps after `--warmup` steps and prints one JSON line with
+img/s, seconds per step, the epoch time that implies, and its peak RSS (benchmark 4).
+`--original-epochs N` also trains the original recipe for N full epochs and reports its best
+validation accuracy (slow: minutes per epoch on 2 cores).
+
+    python benchmarks/train_throughput.py [--data DIR] [--steps 20] [--warmup 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DEFAULT_DATA, emit, run_child
+
+BATCH = 32
+SIZE = 180
+SEED = 123
+
+
+def step_timer(keras: Any) -> Any:
+    """A callback that records when each training step ends."""
+
+    class StepTimer(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ends: list[float] = []
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            self.ends.append(time.perf_counter())
+
+    return StepTimer()
+
+
+def timed_fit(keras: Any, model: Any, dataset: Any, warmup: int, steps: int, **fit: Any) -> float:
+    """Seconds per step over `steps` steps, after `warmup` steps (tracing, allocation)."""
+    timer = step_timer(keras)
+    model.fit(dataset.repeat(), steps_per_epoch=warmup + steps, epochs=1, callbacks=[timer],
+              verbose=0, **fit)
+    return (timer.ends[-1] - timer.ends[warmup - 1]) / steps
+
+
+def rates(seconds_per_step: float, train_images: int) -> dict[str, float]:
+    return {
+        "img_per_s": round(BATCH / seconds_per_step, 1),
+        "s_per_step": round(seconds_per_step, 3),
+        "epoch_s": round(math.ceil(train_images / BATCH) * seconds_per_step, 1),
+    }
+
+
+def final_child(data: Path, warmup: int, steps: int) -> dict[str, Any]:
+    """final.yaml through the project's own data preparation, pipeline and model."""
+    from melanoma_cli.backbones.registry import set_trainable
+    from melanoma_cli.config import load_config
+    from melanoma_cli.model import build_model
+    from melanoma_cli.pipeline import build_augmenter, make_dataset
+    from melanoma_cli.tf_runtime import import_keras, seed_everything
+    from melanoma_cli.training import _class_weights, _optimizer, prepare_data
+
+    config = load_config("final.yaml")
+    started = time.perf_counter()
+    prepared = prepare_data(config, data)
+    prepare_s = time.perf_counter() - started
+    keras = import_keras()
+    seed_everything(config.seed)
+    classes = len(prepared.classes)
+    dataset = make_dataset(prepared.train_images, prepared.train_labels, classes, BATCH, shuffle=True,
+                           augmenter=build_augmenter(config.augment, config.seed), seed=config.seed)
+    model = build_model(config.model, classes, config.data.image_size)
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing)
+    weights = _class_weights(prepared.train_labels, classes)
+    train_images = len(prepared.train_labels)
+    stages = []
+    for stage in config.train.stages:
+        set_trainable(model, config.model.backbone, stage.trainable)
+        model.compile(optimizer=_optimizer(keras, config, stage.learning_rate, 1000), loss=loss,
+                      metrics=["accuracy"])
+        seconds = timed_fit(keras, model, dataset, warmup, steps, class_weight=weights)
+        stages.append({"trainable": stage.trainable, "epochs": stage.epochs,
+                       **rates(seconds, train_images)})
+    epochs = sum(s["epochs"] for s in stages)
+    total_s = sum(s["epochs"] * s["epoch_s"] for s in stages)
+    return {"recipe": "final.yaml", "train_images": train_images, "prepare_s": round(prepare_s, 1),
+            "stages": stages, "img_per_s": round(epochs * train_images / total_s, 1),
+            "epoch_s": round(total_s / epochs, 1)}
+
+
+def original_model(keras: Any, classes: int) -> Any:
+    layers = keras.layers
+    return keras.Sequential([
+        keras.Input((SIZE, SIZE, 3)),
+        layers.Rescaling(1.0 / 255),
+        layers.Conv2D(32, 3, padding="same", activation="relu"),
+        layers.MaxPooling2D(),
+        layers.Conv2D(64, 3, padding="same", activation="relu"),
+        layers.MaxPooling2D(),
+        layers.Conv2D(128, 3, padding="same", activation="relu"),
+        layers.MaxPooling2D(),
+        layers.Flatten(),
+        layers.Dense(128, activation="relu"),
+        layers.Dense(classes),
+    ])
+
+
+def original_child(data: Path, warmup: int, steps: int, epochs: int) -> dict[str, Any]:
+    """The original recipe, as written: no cache, no prefetch, decode from disk every epoch."""
+    from melanoma_cli.tf_runtime import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(SEED)
+    split = {"validation_split": 0.2, "seed": SEED, "image_size": (SIZE, SIZE), "batch_size": BATCH}
+    train = keras.utils.image_dataset_from_directory(data, subset="training", **split)
+    model = original_model(keras, len(train.class_names))
+    model.compile(optimizer="adam", metrics=["accuracy"],
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    train_images = len(train.file_paths)
+    result = {"recipe": "original", "train_images": train_images,
+              **rates(timed_fit(keras, model, train, warmup, steps), train_images)}
+    if epochs:
+        validation = keras.utils.image_dataset_from_directory(data, subset="validation", **split)
+        fresh = original_model(keras, len(train.class_names))
+        fresh.compile(optimizer="adam", metrics=["accuracy"],
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        history = fresh.fit(train, validation_data=validation, epochs=epochs, verbose=0).history
+        result["epochs"] = epochs
+        result["best_val_accuracy"] = round(max(history["val_accuracy"]), 4)
+        result["last_val_accuracy"] = round(history["val_accuracy"][-1], 4)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--original-epochs", type=int, default=0)
+    parser.add_argument("--child", choices=["final", "original"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.warmup < 1 or args.steps < 1:
+        parser.error("--warmup and --steps must be at least 1")
+    if args.child == "final":
+        print(json.dumps(final_child(args.data, args.warmup, args.steps)))
+        return
+    if args.child == "original":
+        print(json.dumps(original_child(args.data, args.warmup, args.steps, args.original_epochs)))
+        return
+    common = [sys.executable, __file__, "--data", str(args.data), "--steps", str(args.steps),
+              "--warmup", str(args.warmup), "--original-epochs", str(args.original_epochs)]
+    results = {}
+    for recipe in ("original", "final"):
+        child = run_child([*common, "--child", recipe])
+        results[recipe] = child.last_json()
+        emit("train_throughput", **results[recipe], peak_rss_mb=child.peak_rss_mb,
+             steps=args.steps, warmup=args.warmup)
+    emit("train_throughput_ratio",
+         final_over_original_img_per_s=round(results["final"]["img_per_s"]
+                                             / results["original"]["img_per_s"], 2),
+         per_stage=[round(s["img_per_s"] / results["original"]["img_per_s"], 2)
+                    for s in results["final"]["stages"]])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""`melanoma export`: write a model's LiteRT (.tflite) or SavedModel export next to it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from melanoma_cli.cli.common import handle_errors, out, print_json
+
+
+@handle_errors
+def export(
+    model: Annotated[Path, typer.Option(
+        "--model", "-m", help="Run folder, or a .keras file with its model.json beside it.")],
+    fmt: Annotated[Literal["tflite", "savedmodel"], typer.Option(
+        "--format", "-f", help="tflite: a LiteRT flatbuffer that predict runs without TensorFlow; "
+                               "savedmodel: a TensorFlow SavedModel folder.")] = "tflite",
+    quantize: Annotated[Literal["dynamic"] | None, typer.Option(
+        "--quantize", help="dynamic: int8 weights, float activations (tflite only; smaller, "
+                           "not always faster).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Export a trained model (float32 by default), check it against Keras and record it in model.json."""
+    from melanoma_cli.export import export_model
+
+    result = export_model(model, fmt, quantize)
+    if as_json:
+        print_json(result)
+        return
+    out.print(f"wrote {result['path']} ({result['size_bytes'] / 2**20:.2f} MB)", highlight=False,
+              markup=False)
+    out.print(f"max |probability difference| vs Keras on {result['check_images']} fixed images: "
+              f"{result['max_abs_diff']:.2e}", highlight=False, markup=False)

@@ -1,0 +1,110 @@
+"""Training data for one run: scan, clean, split, decode, and rebalance the training split."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from melanoma_cli.config import Config
+from melanoma_cli.dataset import DatasetScan, ImageFile, scan_dataset
+from melanoma_cli.errors import MelanomaError
+from melanoma_cli.images import Unreadable, decode_many, iter_image_files
+from melanoma_cli.split import Split, split_dataset
+
+
+@dataclass
+class PreparedData:
+    """Decoded arrays for one run, with the record of how they were made."""
+
+    classes: list[str]
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    val_images: np.ndarray
+    val_labels: np.ndarray
+    split: Split
+    skipped: list[Unreadable] = field(default_factory=list)
+    generated: dict[str, int] = field(default_factory=dict)
+
+
+def _holdout_hashes(folders: Sequence[Path]) -> set[str]:
+    """Content hashes of every image file below the holdout folders (any layout)."""
+    hashes: set[str] = set()
+    for folder in folders:
+        if not folder.is_dir():
+            raise MelanomaError(f"holdout folder '{folder}' does not exist or is not a folder")
+        for path in iter_image_files([folder]):
+            if not path.is_file():  # a broken or looping link holds no content
+                continue
+            try:
+                hashes.add(hashlib.sha256(path.read_bytes()).hexdigest())
+            except OSError as exc:
+                raise MelanomaError(f"holdout file '{path}' cannot be read: {exc.strerror}") from exc
+    return hashes
+
+
+def _decode(files: list[ImageFile], classes: list[str], size: int, skipped: list[Unreadable]):
+    images, kept, failures = decode_many([f.path for f in files], size)
+    skipped.extend(failures)
+    labels = np.array([classes.index(files[i].label) for i in kept], dtype=np.int64)
+    return images, labels
+
+
+def _rebalance_train(data: PreparedData, config: Config) -> None:
+    """Append Augmentor samples to the training arrays only (never to validation)."""
+    from melanoma_cli.rebalance import generate_samples, plan_rebalance
+
+    counts = {name: int((data.train_labels == i).sum()) for i, name in enumerate(data.classes)}
+    plan = plan_rebalance(counts, config.rebalance.target)
+    new_images, new_labels = [data.train_images], [data.train_labels]
+    for index, name in enumerate(data.classes):
+        sources = data.train_images[data.train_labels == index]
+        samples = generate_samples(list(sources), plan[name], config.rebalance, config.seed + index)
+        if samples:
+            new_images.append(np.stack([image for _, image in samples]))
+            new_labels.append(np.full(len(samples), index, dtype=np.int64))
+    data.generated = {name: n for name, n in plan.items() if n}
+    data.train_images = np.concatenate(new_images)
+    data.train_labels = np.concatenate(new_labels)
+
+
+def _check_classes(scan: DatasetScan, expected: list[str] | None) -> None:
+    """At least two class folders, every one with an image, and the configured ones if given."""
+    if expected is not None and set(expected) != set(scan.classes):
+        missing = ", ".join(repr(c) for c in expected if c not in scan.classes)
+        extra = ", ".join(repr(c) for c in scan.classes if c not in expected)
+        found = "; ".join(text for text in (missing and f"missing {missing}",
+                                            extra and f"unexpected {extra}") if text)
+        raise MelanomaError(f"class folders in '{scan.root}' do not match config key "
+                            f"'data.classes': {found}")
+    if len(scan.classes) < 2:
+        raise MelanomaError(f"data folder '{scan.root}' has only one class folder "
+                            f"('{scan.classes[0]}'); a classifier needs at least two")
+    empty = [name for name, n in scan.counts().items() if n == 0]
+    if empty:
+        raise MelanomaError(f"class folder '{scan.root / empty[0]}' has no readable images")
+
+
+def prepare_data(config: Config, data_dir: Path, holdout_dirs: Sequence[Path] = ()) -> PreparedData:
+    """Scan, clean, split, decode and (optionally) rebalance the training split."""
+    scan: DatasetScan = scan_dataset(data_dir)
+    _check_classes(scan, config.data.classes)
+    split = split_dataset(
+        scan,
+        config.data.validation_split,
+        config.seed,
+        drop_conflicts=config.data.drop_conflicts,
+        holdout_hashes=_holdout_hashes(holdout_dirs),
+        min_images_per_class=config.data.min_images_per_class,
+    )
+    skipped = list(scan.unreadable)
+    size = config.data.image_size
+    train_images, train_labels = _decode(split.train, scan.classes, size, skipped)
+    val_images, val_labels = _decode(split.validation, scan.classes, size, skipped)
+    data = PreparedData(scan.classes, train_images, train_labels, val_images, val_labels, split, skipped)
+    if config.rebalance.enabled:
+        _rebalance_train(data, config)
+    return data

@@ -1,0 +1,76 @@
+"""The bundled default model: it loads, agrees with its model.json, predicts the bundled samples,
+and ships inside a non-editable install."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from melanoma_cli.cli import app
+from melanoma_cli.model_card import DEFAULT_MODEL_DIR, MODEL_CARD
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "melanoma_cli" / "examples"
+runner = CliRunner()
+
+
+def test_bundled_model_json_agrees_with_the_network():
+    from melanoma_cli.runs import load_model
+
+    loaded = load_model(DEFAULT_MODEL_DIR)  # checks outputs == classes and input == image_size
+    assert len(loaded.info.classes) == 9
+    assert loaded.info.classes == sorted(loaded.info.classes)
+    assert loaded.info.melanoma_class == "melanoma"
+    assert 0 < loaded.info.melanoma_threshold < 1
+    assert (DEFAULT_MODEL_DIR / "model.keras").stat().st_size <= 25 * 2**20
+
+
+def test_every_class_has_a_bundled_example():
+    info = json.loads((DEFAULT_MODEL_DIR / "model.json").read_text())
+    labels = {path.name.split("__")[0].replace("_", " ") for path in EXAMPLES.glob("*.jpg")}
+    assert labels == set(info["classes"])
+
+
+def test_predict_examples_uses_the_bundled_model():
+    result = runner.invoke(app, ["predict", "--examples", "--json"])
+    assert result.exit_code == 0, result.output
+    predictions = json.loads(result.stdout)
+    assert len(predictions) == len(list(EXAMPLES.glob("*.jpg")))
+    for row in predictions:
+        assert abs(sum(row["probabilities"].values()) - 1) < 1e-4
+    correct = sum(Path(r["path"]).name.split("__")[0].replace("_", " ") == r["prediction"]
+                  for r in predictions)
+    assert correct >= len(predictions) // 2, predictions
+    assert "bundled" in result.stderr
+
+
+def test_predict_without_model_uses_the_bundled_one(tmp_path):
+    image = next(EXAMPLES.glob("melanoma__*.jpg"))
+    result = runner.invoke(app, ["predict", str(image)])
+    assert result.exit_code == 0, result.output
+    assert "Decision aid only" in result.stdout
+
+
+def test_info_shows_the_model_card_summary():
+    result = runner.invoke(app, ["info", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["bundled"] and summary["image_size"] > 0
+    assert summary["validation"]["melanoma"]["sensitivity"] >= 0.85
+    assert MODEL_CARD.is_file()
+
+
+def test_wheel_contains_model_examples_configs_and_card(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path), str(REPO)], check=True)
+    (wheel,) = tmp_path.glob("melanoma_cli-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {"melanoma_cli/default_model/model.keras", "melanoma_cli/default_model/model.json",
+                "melanoma_cli/MODEL_CARD.md", "melanoma_cli/configs/final.yaml",
+                *(f"melanoma_cli/examples/{p.name}" for p in EXAMPLES.glob("*.jpg"))}
+    assert expected <= names
