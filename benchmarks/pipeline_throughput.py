@@ -45,7 +45,7 @@ def model_rate(model: Any, x: Any, y: Any, warmup: int, steps: int) -> float:
     return len(x) * steps / (time.perf_counter() - started)
 
 
-def final_child(data: Path, warmup: int, steps: int) -> dict[str, Any]:
+def final_child(data: Path, warmup: int, steps: int, overrides: list[str]) -> dict[str, Any]:
     import numpy as np
 
     from melanoma_cli.backbones.registry import set_trainable
@@ -55,7 +55,7 @@ def final_child(data: Path, warmup: int, steps: int) -> dict[str, Any]:
     from melanoma_cli.tf_runtime import import_keras, seed_everything
     from melanoma_cli.training import _optimizer, prepare_data
 
-    config = load_config("final.yaml")
+    config = load_config("final.yaml", overrides)
     prepared = prepare_data(config, data)
     keras = import_keras()
     seed_everything(config.seed)
@@ -74,7 +74,8 @@ def final_child(data: Path, warmup: int, steps: int) -> dict[str, Any]:
         consumed = model_rate(model, x, y, warmup, steps)
         stages.append({"trainable": stage.trainable, "model_img_per_s": round(consumed, 1),
                        "ratio": round(pipeline / consumed, 1)})
-    return {"recipe": "final.yaml", "pipeline_img_per_s": round(pipeline, 1), "stages": stages,
+    return {"recipe": "final.yaml", "image_size": config.data.image_size,
+            "pipeline_img_per_s": round(pipeline, 1), "stages": stages,
             "ratio": min(s["ratio"] for s in stages)}
 
 
@@ -92,7 +93,7 @@ def original_child(data: Path, warmup: int, steps: int) -> dict[str, Any]:
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x, y = next(iter(train))
     consumed = model_rate(model, x, y, warmup, steps)
-    return {"recipe": "original", "pipeline_img_per_s": round(pipeline, 1),
+    return {"recipe": "original", "image_size": SIZE, "pipeline_img_per_s": round(pipeline, 1),
             "model_img_per_s": round(consumed, 1), "ratio": round(pipeline / consumed, 1)}
 
 
@@ -101,16 +102,22 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a final.yaml value, e.g. data.image_size=180 (repeatable)")
     parser.add_argument("--child", choices=["final", "original"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    children = {"final": final_child, "original": original_child}
-    if args.child:
-        print(json.dumps(children[args.child](args.data, args.warmup, args.steps)))
+    if args.child == "final":
+        print(json.dumps(final_child(args.data, args.warmup, args.steps, args.overrides)))
         return
+    if args.child == "original":
+        print(json.dumps(original_child(args.data, args.warmup, args.steps)))
+        return
+    common = [sys.executable, __file__, "--data", str(args.data), "--steps", str(args.steps),
+              "--warmup", str(args.warmup), *(f"--set={override}" for override in args.overrides)]
     for recipe in ("original", "final"):
-        child = run_child([sys.executable, __file__, "--data", str(args.data), "--steps",
-                           str(args.steps), "--warmup", str(args.warmup), "--child", recipe])
-        emit("pipeline_throughput", **child.last_json(), steps=args.steps, warmup=args.warmup)
+        child = run_child([*common, "--child", recipe])
+        emit("pipeline_throughput", **child.last_json(), steps=args.steps, warmup=args.warmup,
+             overrides=args.overrides)
 
 
 if __name__ == "__main__":

@@ -62,8 +62,8 @@ def rates(seconds_per_step: float, train_images: int) -> dict[str, float]:
     }
 
 
-def final_child(data: Path, warmup: int, steps: int) -> dict[str, Any]:
-    """final.yaml through the project's own data preparation, pipeline and model."""
+def final_child(data: Path, warmup: int, steps: int, overrides: list[str]) -> dict[str, Any]:
+    """final.yaml (with `overrides`) through the project's own data preparation, pipeline and model."""
     from melanoma_cli.backbones.registry import set_trainable
     from melanoma_cli.config import load_config
     from melanoma_cli.model import build_model
@@ -71,7 +71,7 @@ def final_child(data: Path, warmup: int, steps: int) -> dict[str, Any]:
     from melanoma_cli.tf_runtime import import_keras, seed_everything
     from melanoma_cli.training import _class_weights, _optimizer, prepare_data
 
-    config = load_config("final.yaml")
+    config = load_config("final.yaml", overrides)
     started = time.perf_counter()
     prepared = prepare_data(config, data)
     prepare_s = time.perf_counter() - started
@@ -94,7 +94,8 @@ def final_child(data: Path, warmup: int, steps: int) -> dict[str, Any]:
                        **rates(seconds, train_images)})
     epochs = sum(s["epochs"] for s in stages)
     total_s = sum(s["epochs"] * s["epoch_s"] for s in stages)
-    return {"recipe": "final.yaml", "train_images": train_images, "prepare_s": round(prepare_s, 1),
+    return {"recipe": "final.yaml", "image_size": config.data.image_size, "train_images": train_images,
+            "prepare_s": round(prepare_s, 1),
             "stages": stages, "img_per_s": round(epochs * train_images / total_s, 1),
             "epoch_s": round(total_s / epochs, 1)}
 
@@ -128,7 +129,7 @@ def original_child(data: Path, warmup: int, steps: int, epochs: int) -> dict[str
     model.compile(optimizer="adam", metrics=["accuracy"],
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     train_images = len(train.file_paths)
-    result = {"recipe": "original", "train_images": train_images,
+    result = {"recipe": "original", "image_size": SIZE, "train_images": train_images,
               **rates(timed_fit(keras, model, train, warmup, steps), train_images)}
     if epochs:
         validation = keras.utils.image_dataset_from_directory(data, subset="validation", **split)
@@ -147,25 +148,28 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a final.yaml value, e.g. data.image_size=180 (repeatable)")
     parser.add_argument("--original-epochs", type=int, default=0)
     parser.add_argument("--child", choices=["final", "original"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be at least 1")
     if args.child == "final":
-        print(json.dumps(final_child(args.data, args.warmup, args.steps)))
+        print(json.dumps(final_child(args.data, args.warmup, args.steps, args.overrides)))
         return
     if args.child == "original":
         print(json.dumps(original_child(args.data, args.warmup, args.steps, args.original_epochs)))
         return
     common = [sys.executable, __file__, "--data", str(args.data), "--steps", str(args.steps),
-              "--warmup", str(args.warmup), "--original-epochs", str(args.original_epochs)]
+              "--warmup", str(args.warmup), "--original-epochs", str(args.original_epochs),
+              *(f"--set={override}" for override in args.overrides)]
     results = {}
     for recipe in ("original", "final"):
         child = run_child([*common, "--child", recipe])
         results[recipe] = child.last_json()
         emit("train_throughput", **results[recipe], peak_rss_mb=child.peak_rss_mb,
-             steps=args.steps, warmup=args.warmup)
+             steps=args.steps, warmup=args.warmup, overrides=args.overrides)
     emit("train_throughput_ratio",
          final_over_original_img_per_s=round(results["final"]["img_per_s"]
                                              / results["original"]["img_per_s"], 2),

@@ -15,9 +15,9 @@ import numpy as np
 
 from melanoma_cli.errors import MelanomaError
 from melanoma_cli.litert_engine import INSTALL_HINT, interpreter_class, load_litert
-from melanoma_cli.runs import MODEL_FILE, ModelInfo, load_model, resolve_model_path
+from melanoma_cli.model_card import default_model_dir
+from melanoma_cli.runs import ModelInfo, load_model, resolve_model_path
 
-DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 Engine = Literal["auto", "keras", "litert"]
 
 
@@ -88,9 +88,7 @@ def load_classifier(model: Path | None, engine: Engine = "auto",
     Keras; `note` hears why an existing export was not used.
     """
     if model is None:
-        if not (DEFAULT_MODEL_DIR / MODEL_FILE).is_file():
-            raise MelanomaError("no --model given and no bundled default model is installed")
-        model = DEFAULT_MODEL_DIR
+        model = default_model_dir()
     model_file, info_file = resolve_model_path(Path(model))
     info = ModelInfo.load(info_file)
     tflite = tflite_file(model_file, info)

@@ -11,6 +11,7 @@ from melanoma_cli.runs import ModelInfo, resolve_model_path
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 MODEL_CARD = Path(__file__).parent / "MODEL_CARD.md"
+EXAMPLES_DIR = Path(__file__).parent / "examples"
 VALIDATION_REPORT = "validation_report.json"
 
 

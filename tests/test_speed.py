@@ -18,6 +18,8 @@ from melanoma_cli.classifier import choose_engine, load_classifier
 from melanoma_cli.cli import app
 from melanoma_cli.errors import MelanomaError
 from melanoma_cli.export import check_batch, export_model
+from melanoma_cli.images import decode_many
+from melanoma_cli.model_card import EXAMPLES_DIR
 from melanoma_cli.runs import INFO_FILE, ModelInfo
 
 runner = CliRunner()
@@ -168,3 +170,14 @@ def test_model_json_without_exports_still_loads(trained_run, tmp_path):
     values.pop("exports", None)
     (tmp_path / INFO_FILE).write_text(json.dumps(values))
     assert ModelInfo.load(tmp_path / INFO_FILE).exports == {}
+
+
+def test_bundled_model_ships_an_up_to_date_litert_export():
+    examples = sorted(EXAMPLES_DIR.glob("*.jpg"))
+    result = runner.invoke(app, ["predict", str(examples[0])])  # no --model, no --engine
+    assert result.exit_code == 0, result.output
+    assert "engine: litert" in result.stdout
+    litert_model = load_classifier(None)
+    images = decode_many(examples, litert_model.image_size)[0]
+    keras_model = load_classifier(None, "keras")  # a stale export would disagree with model.keras
+    np.testing.assert_allclose(litert_model.predict(images), keras_model.predict(images), atol=1e-5)

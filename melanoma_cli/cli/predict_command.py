@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from melanoma_cli.cli.common import err, handle_errors, out, print_json, warn
+from melanoma_cli.model_card import DEFAULT_MODEL_DIR, EXAMPLES_DIR
 
 if TYPE_CHECKING:  # the core is imported lazily, so that --help stays instant
     from melanoma_cli.classifier import Classifier
@@ -50,8 +51,10 @@ def announce_model(classifier: Classifier, threshold: float | None, as_json: boo
     """Name the model used and its melanoma rule (on stderr when stdout carries JSON)."""
     rule = "argmax" if threshold is None else f"p >= {threshold:.3g}"
     melanoma = f"melanoma flag: {rule}" if classifier.melanoma_class else "no melanoma class"
+    name = ("bundled default model (see `melanoma info`)"
+            if classifier.source.parent == DEFAULT_MODEL_DIR else str(classifier.source))
     (err if as_json else out).print(
-        f"model: {classifier.source} ({len(classifier.classes)} classes, "
+        f"model: {name} ({len(classifier.classes)} classes, "
         f"{classifier.image_size} px, {melanoma}) engine: {classifier.engine}",
         highlight=False, markup=False, soft_wrap=True)
 
@@ -73,8 +76,10 @@ def _table(predictions: Sequence[Prediction]) -> Table:
 
 @handle_errors
 def predict(
-    paths: Annotated[list[str], typer.Argument(
-        metavar="PATHS...", help="Image files, folders (searched recursively) and globs.")],
+    paths: Annotated[list[str] | None, typer.Argument(
+        metavar="[PATHS]...", help="Image files, folders (searched recursively) and globs.")] = None,
+    examples: Annotated[bool, typer.Option(
+        "--examples", help="Predict the bundled example images (one per class).")] = False,
     model: Annotated[Path | None, typer.Option("--model", "-m", help=MODEL_HELP)] = None,
     top_k: Annotated[int, typer.Option(
         "--top-k", "-k", min=1, help="How many classes to list per image.")] = 3,
@@ -99,6 +104,11 @@ def predict(
         write_csv,
     )
 
+    if examples:
+        paths = [*(paths or []), str(EXAMPLES_DIR)]
+    if not paths:
+        raise typer.BadParameter("give image paths, or --examples for the bundled examples",
+                                 param_hint="PATHS")
     files = expand_inputs(paths)
     if csv_file is not None:
         check_csv_destination(csv_file)
