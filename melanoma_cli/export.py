@@ -127,8 +127,10 @@ def export_model(model_path: Path | str, fmt: Format = "tflite",
     """
     if fmt not in ("tflite", "savedmodel"):
         raise MelanomaError(f"unknown export format '{fmt}' (use tflite or savedmodel)")
-    if quantize not in (None, "dynamic") or (quantize and fmt != "tflite"):
-        raise MelanomaError("--quantize dynamic applies to the tflite format only")
+    if quantize not in (None, "dynamic"):
+        raise MelanomaError(f"unknown quantization '{quantize}' (use dynamic)")
+    if quantize and fmt != "tflite":
+        raise MelanomaError("--quantize applies to the tflite format only")
     model_file, info_file = resolve_model_path(Path(model_path))
     if model_file.suffix != ".keras":
         raise MelanomaError(f"export needs the Keras model (a run folder or .keras file), not '{model_file}'")

@@ -74,3 +74,13 @@ def test_wheel_contains_model_examples_configs_and_card(tmp_path):
                 "melanoma_cli/MODEL_CARD.md", "melanoma_cli/configs/final.yaml",
                 *(f"melanoma_cli/examples/{p.name}" for p in EXAMPLES.glob("*.jpg"))}
     assert expected <= names
+
+
+def test_without_a_bundled_model_the_error_says_so(monkeypatch, tmp_path):
+    from melanoma_cli import model_card
+
+    monkeypatch.setattr(model_card, "DEFAULT_MODEL_DIR", tmp_path / "absent")
+    for args in (["predict", str(next(EXAMPLES.glob("*.jpg")))], ["evaluate", str(tmp_path)], ["info"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1, result.output
+        assert result.stderr.strip() == "Error: no --model given and no bundled default model is installed"

@@ -142,7 +142,6 @@ def test_unknown_test_class_is_refused(trained_run, tmp_path):
 def test_input_errors(trained_run, test_set, tmp_path):
     cases = [
         ((tmp_path / "absent", "--model", trained_run), "does not exist"),
-        ((test_set,), "no --model given and no bundled default model is installed"),
         ((test_set, "--model", tmp_path / "none.keras"), "does not exist"),
         ((test_set, "--model", trained_run, "--report-dir", test_set / "report"),
          "refusing to write the report into the test folder"),

@@ -134,7 +134,6 @@ def test_errors_and_exit_codes(trained_run, images, tmp_path):
         ((images / "absent.jpg", "--model", trained_run), "input '", "does not exist"),
         ((str(images / "*.gif"), "--model", trained_run), "no files match", ""),
         ((tmp_path / "empty", "--model", trained_run), "no image files found", ""),
-        ((images / "gray.jpg",), "no bundled default model is installed", ""),
         ((images / "gray.jpg", "--model", trained_run, "--csv", tmp_path / "no" / "x.csv"),
          "cannot be written", ""),
         ((images / "broken.jpg", "--model", trained_run, "--json"), "none of the 1 file(s)", ""),
