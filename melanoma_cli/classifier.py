@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 
+from melanoma_cli.classifier_base import BaseClassifier
 from melanoma_cli.errors import MelanomaError
 from melanoma_cli.litert_engine import INSTALL_HINT, interpreter_class, load_litert
 from melanoma_cli.model_card import default_model_dir
@@ -36,22 +37,14 @@ class Classifier(Protocol):
         ...
 
 
-@dataclass
-class KerasClassifier:
+@dataclass(kw_only=True)
+class KerasClassifier(BaseClassifier):
     """A Keras model from a run folder (its model.json supplies the facts)."""
 
     network: Any
-    classes: list[str]
-    image_size: int
-    melanoma_class: str | None
-    melanoma_threshold: float | None
-    source: Path
-    engine: str = "keras"
+    engine: ClassVar[str] = "keras"
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities for a batch of uint8 RGB images (normalisation is in the model)."""
-        if len(images) == 0:
-            return np.zeros((0, len(self.classes)), np.float32)
+    def _probabilities(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(self.network.predict_on_batch(images.astype(np.float32)))
 
 
@@ -102,12 +95,4 @@ def load_classifier(model: Path | None, engine: Engine = "auto",
     if tflite is not None and engine == "auto" and note is not None:
         note(f"ai-edge-litert is not installed: using Keras, which starts slower ({INSTALL_HINT})")
     loaded = load_model(model_file)
-    info = loaded.info
-    return KerasClassifier(
-        network=loaded.model,
-        classes=list(info.classes),
-        image_size=info.image_size,
-        melanoma_class=info.melanoma_class if info.melanoma_class in info.classes else None,
-        melanoma_threshold=info.melanoma_threshold,
-        source=loaded.path,
-    )
+    return KerasClassifier(network=loaded.model, **BaseClassifier.facts(loaded.info, loaded.path))

@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from melanoma_cli.classifier_base import BaseClassifier
 from melanoma_cli.errors import MelanomaError
 from melanoma_cli.runs import ModelInfo
 from melanoma_cli.tf_runtime import silenced_stderr
@@ -33,22 +34,14 @@ def interpreter_class() -> type | None:
     return Interpreter
 
 
-@dataclass
-class LiteRTClassifier:
+@dataclass(kw_only=True)
+class LiteRTClassifier(BaseClassifier):
     """A .tflite model in a LiteRT interpreter, with the facts from its model.json."""
 
     interpreter: Any
-    classes: list[str]
-    image_size: int
-    melanoma_class: str | None
-    melanoma_threshold: float | None
-    source: Path
-    engine: str = "litert"
+    engine: ClassVar[str] = "litert"
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities for a batch of uint8 RGB images (normalisation is in the model)."""
-        if len(images) == 0:
-            return np.zeros((0, len(self.classes)), np.float32)
+    def _probabilities(self, images: np.ndarray) -> np.ndarray:
         return np.concatenate([self._invoke(images[start:start + INVOKE_BATCH])
                                for start in range(0, len(images), INVOKE_BATCH)])
 
@@ -100,11 +93,4 @@ def load_litert(path: Path, info: ModelInfo, interpreter: type | None = None) ->
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise MelanomaError(f"LiteRT model '{path}' cannot be loaded: {reason}") from exc
     _check_shapes(network, info, path)
-    return LiteRTClassifier(
-        interpreter=network,
-        classes=list(info.classes),
-        image_size=info.image_size,
-        melanoma_class=info.melanoma_class if info.melanoma_class in info.classes else None,
-        melanoma_threshold=info.melanoma_threshold,
-        source=path,
-    )
+    return LiteRTClassifier(interpreter=network, **BaseClassifier.facts(info, path))

@@ -12,8 +12,9 @@ from rich.table import Table
 from melanoma_cli.cli.common import err, handle_errors, out, print_json, warn
 from melanoma_cli.cli.predict_command import (
     MODEL_HELP,
-    THRESHOLD_HELP,
+    BatchSizeOption,
     EngineOption,
+    ThresholdOption,
     announce_model,
     image_progress,
 )
@@ -79,10 +80,8 @@ def evaluate(
     report_dir: Annotated[Path | None, typer.Option(
         "--report-dir", help="Also write metrics.json, predictions.csv and confusion_matrix.png "
                              "to this folder.")] = None,
-    threshold: Annotated[float | None, typer.Option(
-        "--melanoma-threshold", min=0.0, help=THRESHOLD_HELP)] = None,
-    batch_size: Annotated[int, typer.Option(
-        "--batch-size", min=1, help="Images per model call.")] = 64,
+    threshold: ThresholdOption = None,
+    batch_size: BatchSizeOption = 64,
     engine: EngineOption = "auto",
 ) -> None:
     """Evaluate a model on a labelled test folder: per-class and melanoma metrics with 95% CIs."""

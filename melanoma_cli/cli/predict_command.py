@@ -24,6 +24,9 @@ MODEL_HELP = ("Run folder, or a .keras or .tflite file with its model.json besid
               "(default: the bundled model, when one is installed).")
 THRESHOLD_HELP = ("Flag melanoma when p(melanoma) >= T (default: the model's threshold from "
                   "model.json, else when melanoma is the most probable class).")
+ThresholdOption = Annotated[float | None, typer.Option(
+    "--melanoma-threshold", min=0.0, help=THRESHOLD_HELP)]
+BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="Images per model call.")]
 EngineOption = Annotated[Literal["auto", "keras", "litert"], typer.Option(
     "--engine", help="litert: the model's .tflite export, no TensorFlow (fast start); keras: "
                      "model.keras; auto: litert when the export and ai-edge-litert are there.")]
@@ -86,10 +89,8 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON.")] = False,
     csv_file: Annotated[Path | None, typer.Option(
         "--csv", help="Also write the predictions to this CSV file.")] = None,
-    threshold: Annotated[float | None, typer.Option(
-        "--melanoma-threshold", min=0.0, help=THRESHOLD_HELP)] = None,
-    batch_size: Annotated[int, typer.Option(
-        "--batch-size", min=1, help="Images per model call.")] = 64,
+    threshold: ThresholdOption = None,
+    batch_size: BatchSizeOption = 64,
     engine: EngineOption = "auto",
 ) -> None:
     """Predict the class of each image, with top-k classes and a melanoma flag."""

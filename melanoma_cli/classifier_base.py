@@ -1,0 +1,43 @@
+"""What every engine's classifier shares: the model's facts from model.json and the batch contract."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from melanoma_cli.runs import ModelInfo
+
+
+@dataclass
+class BaseClassifier:
+    """Class names, input size and melanoma rule of a model; engines supply `_probabilities`."""
+
+    classes: list[str]
+    image_size: int
+    melanoma_class: str | None
+    melanoma_threshold: float | None
+    source: Path
+    engine: ClassVar[str]
+
+    @staticmethod
+    def facts(info: ModelInfo, source: Path) -> dict[str, Any]:
+        """Constructor arguments taken from a model.json."""
+        return {
+            "classes": list(info.classes),
+            "image_size": info.image_size,
+            "melanoma_class": info.melanoma_class if info.melanoma_class in info.classes else None,
+            "melanoma_threshold": info.melanoma_threshold,
+            "source": source,
+        }
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities for a batch of uint8 RGB images (normalisation is in the model)."""
+        if len(images) == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        return self._probabilities(images)
+
+    def _probabilities(self, images: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
