@@ -52,8 +52,9 @@ def final_child(data: Path, warmup: int, steps: int, overrides: list[str]) -> di
     from melanoma_cli.config import load_config
     from melanoma_cli.model import build_model
     from melanoma_cli.pipeline import build_augmenter, make_dataset
+    from melanoma_cli.preparation import prepare_data
     from melanoma_cli.tf_runtime import import_keras, seed_everything
-    from melanoma_cli.training import _optimizer, prepare_data
+    from melanoma_cli.training import make_optimizer
 
     config = load_config("final.yaml", overrides)
     prepared = prepare_data(config, data)
@@ -69,7 +70,7 @@ def final_child(data: Path, warmup: int, steps: int, overrides: list[str]) -> di
     stages = []
     for stage in config.train.stages:
         set_trainable(model, config.model.backbone, stage.trainable)
-        model.compile(optimizer=_optimizer(keras, config, stage.learning_rate, 1000),
+        model.compile(optimizer=make_optimizer(keras, config, stage.learning_rate, 1000),
                       loss=keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
         consumed = model_rate(model, x, y, warmup, steps)
         stages.append({"trainable": stage.trainable, "model_img_per_s": round(consumed, 1),

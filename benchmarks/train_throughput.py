@@ -68,8 +68,9 @@ def final_child(data: Path, warmup: int, steps: int, overrides: list[str]) -> di
     from melanoma_cli.config import load_config
     from melanoma_cli.model import build_model
     from melanoma_cli.pipeline import build_augmenter, make_dataset
+    from melanoma_cli.preparation import prepare_data
     from melanoma_cli.tf_runtime import import_keras, seed_everything
-    from melanoma_cli.training import _class_weights, _optimizer, prepare_data
+    from melanoma_cli.training import balanced_class_weights, make_optimizer
 
     config = load_config("final.yaml", overrides)
     started = time.perf_counter()
@@ -82,12 +83,12 @@ def final_child(data: Path, warmup: int, steps: int, overrides: list[str]) -> di
                            augmenter=build_augmenter(config.augment, config.seed), seed=config.seed)
     model = build_model(config.model, classes, config.data.image_size)
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing)
-    weights = _class_weights(prepared.train_labels, classes)
+    weights = balanced_class_weights(prepared.train_labels, classes)
     train_images = len(prepared.train_labels)
     stages = []
     for stage in config.train.stages:
         set_trainable(model, config.model.backbone, stage.trainable)
-        model.compile(optimizer=_optimizer(keras, config, stage.learning_rate, 1000), loss=loss,
+        model.compile(optimizer=make_optimizer(keras, config, stage.learning_rate, 1000), loss=loss,
                       metrics=["accuracy"])
         seconds = timed_fit(keras, model, dataset, warmup, steps, class_weight=weights)
         stages.append({"trainable": stage.trainable, "epochs": stage.epochs,

@@ -233,7 +233,7 @@ def _remaining_stages(config: Config, epochs_done: int) -> list[tuple[StageConfi
     return remaining
 
 
-def _optimizer(keras, config: Config, learning_rate: float, steps: int):
+def make_optimizer(keras, config: Config, learning_rate: float, steps: int):
     rate: Any = learning_rate
     if config.train.schedule == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, steps))
@@ -249,13 +249,13 @@ def _compile_stage(keras, model, config: Config, stage: StageConfig, steps_per_e
 
         set_trainable(model, config.model.backbone, stage.trainable)
     model.compile(
-        optimizer=_optimizer(keras, config, stage.learning_rate, stage.epochs * steps_per_epoch),
+        optimizer=make_optimizer(keras, config, stage.learning_rate, stage.epochs * steps_per_epoch),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing),
         metrics=["accuracy"],
     )
 
 
-def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
     from sklearn.utils.class_weight import compute_class_weight
 
     present = np.unique(labels)
@@ -333,7 +333,7 @@ def _fit(keras, run: _Run, model, train_dataset, val_dataset) -> bool:
     run.report("start", {"epochs": sum(stage.epochs for stage in _stages(config)), "steps": steps,
                          "done": run.state.epochs_done, "train": len(data.train_labels),
                          "validation": len(data.val_labels)})
-    class_weight = (_class_weights(data.train_labels, len(data.classes))
+    class_weight = (balanced_class_weights(data.train_labels, len(data.classes))
                     if config.train.class_weights else None)
     interrupts = _Interrupts()
     history = read_history(run.out)[:run.state.epochs_done]
