@@ -234,6 +234,7 @@ def _remaining_stages(config: Config, epochs_done: int) -> list[tuple[StageConfi
 
 
 def make_optimizer(keras, config: Config, learning_rate: float, steps: int):
+    """Adam or AdamW at `learning_rate`, cosine-decayed over `steps` when the config says so."""
     rate: Any = learning_rate
     if config.train.schedule == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, steps))
@@ -256,6 +257,7 @@ def _compile_stage(keras, model, config: Config, stage: StageConfig, steps_per_e
 
 
 def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    """Inverse-frequency loss weights ('balanced'); 1.0 for a class absent from `labels`."""
     from sklearn.utils.class_weight import compute_class_weight
 
     present = np.unique(labels)
