@@ -7,6 +7,7 @@ ratios from one run, not absolute numbers across runs.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -22,6 +23,17 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "isic9" / "Train"
 _SCRIPT = Path(sys.executable).with_name("melanoma")
 MELANOMA = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "melanoma_cli"]
+
+
+def step_parser(description: str) -> argparse.ArgumentParser:
+    """Options shared by the step-timing benchmarks: data, timed and warm-up steps, overrides."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a final.yaml value, e.g. data.image_size=180 (repeatable)")
+    return parser
 
 
 def machine() -> dict[str, Any]:

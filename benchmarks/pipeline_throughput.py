@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_DATA, emit, run_child
+from _common import emit, run_child, step_parser
 from train_throughput import BATCH, SEED, SIZE, original_model
 
 
@@ -99,12 +99,7 @@ def original_child(data: Path, warmup: int, steps: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a final.yaml value, e.g. data.image_size=180 (repeatable)")
+    parser = step_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--child", choices=["final", "original"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child == "final":
