@@ -62,6 +62,14 @@ def announce_model(classifier: Classifier, threshold: float | None, as_json: boo
         highlight=False, markup=False, soft_wrap=True)
 
 
+def _shown_path(path: Path) -> str:
+    """The path relative to the working directory when it lies below it, else as given."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except (ValueError, OSError):
+        return str(path)
+
+
 def _table(predictions: Sequence[Prediction]) -> Table:
     table = Table(title="Predictions")
     table.add_column("file", overflow="fold")
@@ -73,7 +81,7 @@ def _table(predictions: Sequence[Prediction]) -> Table:
         ranked = [f"{escape(name)} {p:.3f}" for name, p in item.top_k]
         melanoma = "-" if item.melanoma_probability is None else f"{item.melanoma_probability:.3f}"
         flag = "[bold white on red] MELANOMA FLAG [/]" if item.melanoma_flag else ""
-        table.add_row(escape(str(item.path)), ranked[0], "\n".join(ranked[1:]), melanoma, flag)
+        table.add_row(escape(_shown_path(item.path)), ranked[0], "\n".join(ranked[1:]), melanoma, flag)
     return table
 
 
