@@ -3,3 +3,9 @@
 
 class MelanomaError(Exception):
     """A problem with the user's inputs: printed as one line, exit code 1, no traceback."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message cut to one line for a one-line error (its type if it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from melanoma_cli.atomic import write_with
-from melanoma_cli.errors import MelanomaError
+from melanoma_cli.errors import MelanomaError, first_line
 from melanoma_cli.litert_engine import interpreter_class, load_litert
 from melanoma_cli.runs import ModelInfo, load_model, resolve_model_path
 from melanoma_cli.tf_runtime import silenced_stderr
@@ -144,8 +144,7 @@ def export_model(model_path: Path | str, fmt: Format = "tflite",
         info.exports[fmt] = target.name
         info.save(info_file.parent)
     except (OSError, ValueError, RuntimeError) as exc:
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise MelanomaError(f"exporting '{model_file}' as {fmt} failed: {reason}") from exc
+        raise MelanomaError(f"exporting '{model_file}' as {fmt} failed: {first_line(exc)}") from exc
     return {
         "format": fmt,
         "quantize": quantize,

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from melanoma_cli.errors import first_line
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 DECODE_WORKERS = min(8, (os.cpu_count() or 1) * 2)
 Image.MAX_IMAGE_PIXELS = 200_000_000  # dermoscopes export large files; refuse only absurd ones
@@ -33,7 +35,7 @@ def describe_error(exc: Exception) -> str:
         return "image too large"
     if isinstance(exc, OSError) and exc.strerror:  # e.g. a looping link: no repeated path
         return exc.strerror
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = first_line(exc)
     if "truncated" in text.lower():
         return "truncated or corrupt image data"
     return text

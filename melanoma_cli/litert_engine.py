@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from melanoma_cli.classifier_base import BaseClassifier
-from melanoma_cli.errors import MelanomaError
+from melanoma_cli.errors import MelanomaError, first_line
 from melanoma_cli.runs import ModelInfo
 from melanoma_cli.tf_runtime import silenced_stderr
 
@@ -90,7 +90,6 @@ def load_litert(path: Path, info: ModelInfo, interpreter: type | None = None) ->
             network = interpreter(model_path=str(path), num_threads=cpu_threads())
             network.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise MelanomaError(f"LiteRT model '{path}' cannot be loaded: {reason}") from exc
+        raise MelanomaError(f"LiteRT model '{path}' cannot be loaded: {first_line(exc)}") from exc
     _check_shapes(network, info, path)
     return LiteRTClassifier(interpreter=network, **BaseClassifier.facts(info, path))

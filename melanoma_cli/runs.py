@@ -13,7 +13,7 @@ from typing import Any
 
 from melanoma_cli import __version__
 from melanoma_cli.atomic import write_text
-from melanoma_cli.errors import MelanomaError
+from melanoma_cli.errors import MelanomaError, first_line
 
 MODEL_FILE = "model.keras"
 INFO_FILE = "model.json"
@@ -147,7 +147,7 @@ def load_model(model: Path | str) -> LoadedModel:
     try:
         network = keras.models.load_model(model_file, compile=False)
     except Exception as exc:  # Keras raises many types for damaged archives
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        reason = first_line(exc)
         if not zipfile.is_zipfile(model_file):  # Keras would call it "not found"
             reason = "damaged or not a Keras model (a .keras file is a zip archive)"
         raise MelanomaError(f"model file '{model_file}' cannot be loaded: {reason}") from exc

@@ -36,7 +36,7 @@ import numpy as np
 
 from melanoma_cli.atomic import write_text, write_with
 from melanoma_cli.config import Config, StageConfig, load_config
-from melanoma_cli.errors import MelanomaError
+from melanoma_cli.errors import MelanomaError, first_line
 from melanoma_cli.images import Unreadable
 from melanoma_cli.metrics import summary, threshold_for_sensitivity
 from melanoma_cli.preparation import PreparedData, prepare_data
@@ -71,6 +71,11 @@ class TrainResult:
     summary: dict
 
 
+def lower_is_better(monitor: str) -> bool:
+    """Whether the monitored metric improves downwards (a loss) rather than upwards."""
+    return monitor.endswith("loss")
+
+
 @dataclass
 class TrainState:
     """state.json: where a run stands after its last completed epoch."""
@@ -84,7 +89,7 @@ class TrainState:
         """Whether `value` of `monitor` beats the best so far (a NaN best is beaten by anything)."""
         if self.best_value is None or math.isnan(self.best_value):
             return True
-        return value < self.best_value if monitor.endswith("loss") else value > self.best_value
+        return value < self.best_value if lower_is_better(monitor) else value > self.best_value
 
     def save(self, out: Path) -> None:
         """Write state.json atomically."""
@@ -269,7 +274,7 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, fl
 
 def _stage_callbacks(keras, config: Config) -> list:
     """Early stopping and plateau schedule, fresh for each stage."""
-    mode = "min" if config.train.monitor.endswith("loss") else "max"
+    mode = "min" if lower_is_better(config.train.monitor) else "max"
     callbacks = []
     if config.train.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(
@@ -324,8 +329,8 @@ def _initial_model(keras, run: _Run):
     try:
         return keras.models.load_model(run.out / LAST_FILE)
     except Exception as exc:  # Keras raises many types for damaged archives
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise MelanomaError(f"cannot resume: '{run.out / LAST_FILE}' cannot be loaded: {reason}") from exc
+        raise MelanomaError(
+            f"cannot resume: '{run.out / LAST_FILE}' cannot be loaded: {first_line(exc)}") from exc
 
 
 def _fit(keras, run: _Run, model, train_dataset, val_dataset) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from melanoma_cli.errors import MelanomaError
+from melanoma_cli.errors import MelanomaError, first_line
 from melanoma_cli.tf_runtime import import_keras
 
 BACKBONE_LAYER = "backbone"
@@ -46,7 +46,7 @@ def _keras_application(name: str, weights: str | None, image_size: int):
                 "once (needs internet; cached in ~/.keras/models). Offline, use "
                 "model.backbone: efficientnet_lite0, whose weights ship with the package"
             ) from exc
-        raise MelanomaError(f"cannot build backbone '{name}': {str(exc).splitlines()[0]}") from exc
+        raise MelanomaError(f"cannot build backbone '{name}': {first_line(exc)}") from exc
     inputs = keras.Input((image_size, image_size, 3))
     x = inputs if normalises_itself else keras.layers.Rescaling(1 / 127.5, offset=-1.0)(inputs)
     return keras.Model(inputs, base(x), name=BACKBONE_LAYER)
