@@ -75,10 +75,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return Image.fromarray(array[..., :3], mode="RGB")
 
 
-def load_rgb(path: Path, size: int) -> np.ndarray:
-    """Read one file as a (size, size, 3) uint8 RGB array; raises on unreadable files."""
+def load_rgb(path: Path, size: int | None = None) -> np.ndarray:
+    """Read one file as a (size, size, 3) uint8 RGB array (native size if None); raises if unreadable."""
     image = to_rgb(open_image(Path(path).read_bytes(), draft_size=size))
-    if image.size != (size, size):
+    if size is not None and image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.uint8)
 

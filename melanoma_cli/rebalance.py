@@ -23,7 +23,7 @@ from melanoma_cli.atomic import write_text
 from melanoma_cli.config import RebalanceConfig
 from melanoma_cli.dataset import DatasetScan, ImageFile, scan_dataset
 from melanoma_cli.errors import MelanomaError
-from melanoma_cli.images import open_image, to_rgb
+from melanoma_cli.images import load_rgb
 
 MARKER = ".melanoma-rebalance.json"  # marks a folder written by rebalance_folder
 
@@ -90,11 +90,6 @@ def generate_samples(
     ]
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    """One file at its native size as 8-bit RGB (the decoder training and predict use)."""
-    return np.asarray(to_rgb(open_image(path.read_bytes())), dtype=np.uint8)
-
-
 def check_destination(source: Path, out: Path, overwrite: bool) -> None:
     """Refuse outputs that could touch the source or clobber something that is not ours."""
     src, dst = Path(os.path.realpath(source)), Path(os.path.realpath(out))  # no error on link loops
@@ -126,7 +121,7 @@ def _write_class(
         shutil.copy2(image.path, folder / image.path.name)
     if count <= 0 or not files:
         return
-    samples = generate_samples([_read_rgb(f.path) for f in files], count, config, seed)
+    samples = generate_samples([load_rgb(f.path) for f in files], count, config, seed)
     number = 0
     for index, array in samples:
         stem = f"aug_{files[index].path.stem}"
