@@ -48,13 +48,13 @@ def model_rate(model: Any, x: Any, y: Any, warmup: int, steps: int) -> float:
 def final_child(data: Path, warmup: int, steps: int, overrides: list[str]) -> dict[str, Any]:
     import numpy as np
 
-    from melanoma_cli.backbones.registry import set_trainable
     from melanoma_cli.config import load_config
-    from melanoma_cli.model import build_model
-    from melanoma_cli.pipeline import build_augmenter, make_dataset
-    from melanoma_cli.preparation import prepare_data
-    from melanoma_cli.tf_runtime import import_keras, seed_everything
-    from melanoma_cli.training import make_optimizer
+    from melanoma_cli.data.pipeline import build_augmenter, make_dataset
+    from melanoma_cli.data.preparation import prepare_data
+    from melanoma_cli.engine.training import make_optimizer
+    from melanoma_cli.models.backbones.registry import set_trainable
+    from melanoma_cli.models.build import build_model
+    from melanoma_cli.utils.tensorflow import import_keras, seed_everything
 
     config = load_config("final.yaml", overrides)
     prepared = prepare_data(config, data)
@@ -81,7 +81,7 @@ def final_child(data: Path, warmup: int, steps: int, overrides: list[str]) -> di
 
 
 def original_child(data: Path, warmup: int, steps: int) -> dict[str, Any]:
-    from melanoma_cli.tf_runtime import import_keras
+    from melanoma_cli.utils.tensorflow import import_keras
 
     keras = import_keras()
     keras.utils.set_random_seed(SEED)

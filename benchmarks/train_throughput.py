@@ -64,13 +64,13 @@ def rates(seconds_per_step: float, train_images: int) -> dict[str, float]:
 
 def final_child(data: Path, warmup: int, steps: int, overrides: list[str]) -> dict[str, Any]:
     """final.yaml (with `overrides`) through the project's own data preparation, pipeline and model."""
-    from melanoma_cli.backbones.registry import set_trainable
     from melanoma_cli.config import load_config
-    from melanoma_cli.model import build_model
-    from melanoma_cli.pipeline import build_augmenter, make_dataset
-    from melanoma_cli.preparation import prepare_data
-    from melanoma_cli.tf_runtime import import_keras, seed_everything
-    from melanoma_cli.training import balanced_class_weights, make_optimizer
+    from melanoma_cli.data.pipeline import build_augmenter, make_dataset
+    from melanoma_cli.data.preparation import prepare_data
+    from melanoma_cli.engine.training import balanced_class_weights, make_optimizer
+    from melanoma_cli.models.backbones.registry import set_trainable
+    from melanoma_cli.models.build import build_model
+    from melanoma_cli.utils.tensorflow import import_keras, seed_everything
 
     config = load_config("final.yaml", overrides)
     started = time.perf_counter()
@@ -120,7 +120,7 @@ def original_model(keras: Any, classes: int) -> Any:
 
 def original_child(data: Path, warmup: int, steps: int, epochs: int) -> dict[str, Any]:
     """The original recipe, as written: no cache, no prefetch, decode from disk every epoch."""
-    from melanoma_cli.tf_runtime import import_keras
+    from melanoma_cli.utils.tensorflow import import_keras
 
     keras = import_keras()
     keras.utils.set_random_seed(SEED)

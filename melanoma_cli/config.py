@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
-from melanoma_cli.errors import MelanomaError
+from melanoma_cli.utils.errors import MelanomaError
 
 BUNDLED_CONFIG_DIRS = (
     Path(__file__).parent / "configs",  # installed wheel

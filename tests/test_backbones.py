@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from melanoma_cli.config import load_config
-from melanoma_cli.errors import MelanomaError
-from melanoma_cli.model import build_model
+from melanoma_cli.models.build import build_model
+from melanoma_cli.utils.errors import MelanomaError
 
 
 @pytest.mark.parametrize("backbone", ["mobilenet_v2", "mobilenet_v3_small"])
@@ -42,7 +42,7 @@ def test_missing_weights_file_names_it(tmp_path):
 
 
 def test_top_layers_of_a_keras_application_can_be_unfrozen():
-    from melanoma_cli.backbones.registry import set_trainable
+    from melanoma_cli.models.backbones.registry import set_trainable
 
     config = load_config(None, ["model.backbone=mobilenet_v3_small", "model.weights=none"])
     model = build_model(config.model, num_classes=3, image_size=64)

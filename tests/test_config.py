@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from melanoma_cli.config import Config, bundled_config_names, find_config, load_config
-from melanoma_cli.errors import MelanomaError
+from melanoma_cli.utils.errors import MelanomaError
 
 BUNDLED = ("baseline.yaml", "augmented.yaml", "final.yaml")
 

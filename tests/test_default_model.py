@@ -12,7 +12,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from melanoma_cli.cli import app
-from melanoma_cli.model_card import DEFAULT_MODEL_DIR, MODEL_CARD
+from melanoma_cli.runtime.default_model import DEFAULT_MODEL_DIR, MODEL_CARD
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "melanoma_cli" / "examples"
@@ -20,7 +20,7 @@ runner = CliRunner()
 
 
 def test_bundled_model_json_agrees_with_the_network():
-    from melanoma_cli.runs import load_model
+    from melanoma_cli.runtime.run_folder import load_model
 
     loaded = load_model(DEFAULT_MODEL_DIR)  # checks outputs == classes and input == image_size
     assert len(loaded.info.classes) == 9
@@ -77,9 +77,9 @@ def test_wheel_contains_model_examples_configs_and_card(tmp_path):
 
 
 def test_without_a_bundled_model_the_error_says_so(monkeypatch, tmp_path):
-    from melanoma_cli import model_card
+    from melanoma_cli.runtime import default_model
 
-    monkeypatch.setattr(model_card, "DEFAULT_MODEL_DIR", tmp_path / "absent")
+    monkeypatch.setattr(default_model, "DEFAULT_MODEL_DIR", tmp_path / "absent")
     for args in (["predict", str(next(EXAMPLES.glob("*.jpg")))], ["evaluate", str(tmp_path)], ["info"]):
         result = runner.invoke(app, args)
         assert result.exit_code == 1, result.output

@@ -11,8 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from melanoma_cli.backbones import efficientnet_lite0 as lite0
-from melanoma_cli.backbones.torch_legacy import RestrictedUnpickler, read_legacy_state_dict
+from melanoma_cli.models.backbones import efficientnet_lite0 as lite0
+from melanoma_cli.models.backbones.torch_legacy import RestrictedUnpickler, read_legacy_state_dict
 
 N_TENSORS = 296
 N_BN = 49  # one num_batches_tracked per BatchNorm: stem 1, block 0 2, blocks 1-15 3 each, head 1

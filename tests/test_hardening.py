@@ -232,7 +232,7 @@ def test_odd_images_are_what_they_claim(odd_images):
 
 
 def test_huge_image_decodes_small_and_fast(odd_images):
-    from melanoma_cli.images import load_rgb, open_image
+    from melanoma_cli.data.images import load_rgb, open_image
 
     started = time.perf_counter()
     assert open_image((odd_images / "huge.jpg").read_bytes(), draft_size=24).size[0] <= 1250
@@ -382,7 +382,7 @@ def test_test_folder_with_classes_the_model_does_not_know(trained_run, tmp_path)
 # --- interruption and resume -------------------------------------------------------------
 
 def test_interrupts_are_held_while_epoch_files_are_written():
-    from melanoma_cli.training import _Interrupts
+    from melanoma_cli.engine.training import _Interrupts
 
     interrupts = _Interrupts()
     with interrupts.installed(), pytest.raises(KeyboardInterrupt), interrupts.held():
@@ -394,7 +394,7 @@ def test_interrupts_are_held_while_epoch_files_are_written():
 
 def test_ctrl_c_keeps_a_valid_run_that_resume_completes(tmp_path, clean_data):
     from melanoma_cli.config import load_config
-    from melanoma_cli.training import train as run_training
+    from melanoma_cli.engine.training import train as run_training
 
     out = tmp_path / "run"
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from melanoma_cli.cli import app
 from melanoma_cli.config import load_config
-from melanoma_cli.preparation import prepare_data
+from melanoma_cli.data.preparation import prepare_data
 
 
 def _digest(path: Path) -> str:

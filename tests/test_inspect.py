@@ -15,8 +15,8 @@ from PIL import ImageEnhance
 from typer.testing import CliRunner
 
 from melanoma_cli.cli import app
-from melanoma_cli.dataset import scan_dataset
-from melanoma_cli.inspection import hamming_pairs
+from melanoma_cli.data.inspection import hamming_pairs
+from melanoma_cli.data.scan import scan_dataset
 
 runner = CliRunner()
 

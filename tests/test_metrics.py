@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from melanoma_cli.metrics import (
+from melanoma_cli.engine.metrics import (
     bootstrap_auc_interval,
     bootstrap_balanced_accuracy,
     bootstrap_indices,

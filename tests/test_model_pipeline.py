@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from melanoma_cli.config import AugmentConfig, load_config
-from melanoma_cli.images import decode_many
-from melanoma_cli.model import build_model
-from melanoma_cli.pipeline import build_augmenter, make_dataset
+from melanoma_cli.data.images import decode_many
+from melanoma_cli.data.pipeline import build_augmenter, make_dataset
+from melanoma_cli.models.build import build_model
 
 
 def test_pipeline_batches_float_images_and_one_hot_labels():
@@ -66,7 +66,7 @@ def test_custom_cnn_variants_build_and_output_probabilities(overrides):
 
 
 def test_backbone_model_freezes_and_unfreezes_blocks():
-    from melanoma_cli.backbones.registry import set_trainable
+    from melanoma_cli.models.backbones.registry import set_trainable
 
     config = load_config(None, ["model.backbone=efficientnet_lite0", "model.weights=none"])
     model = build_model(config.model, num_classes=3, image_size=32)

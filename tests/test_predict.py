@@ -14,9 +14,9 @@ from test_evaluate import FakeClassifier
 from typer.testing import CliRunner
 
 from melanoma_cli.cli import app
-from melanoma_cli.errors import MelanomaError
-from melanoma_cli.images import Unreadable
-from melanoma_cli.prediction import Prediction, expand_inputs, predict_files
+from melanoma_cli.data.images import Unreadable
+from melanoma_cli.engine.prediction import Prediction, expand_inputs, predict_files
+from melanoma_cli.utils.errors import MelanomaError
 
 runner = CliRunner()
 READABLE = ["deep16.png", "gray.jpg", "large.jpg", "old.bmp", "rgba.png", "scan.tiff", "UPPER.JPG"]

@@ -12,11 +12,11 @@ import pytest
 from conftest import lesion_image, tree_hashes
 from typer.testing import CliRunner
 
-from melanoma_cli import rebalance as rebalance_module
 from melanoma_cli.cli import app
 from melanoma_cli.config import RebalanceConfig
-from melanoma_cli.dataset import scan_dataset
-from melanoma_cli.errors import MelanomaError
+from melanoma_cli.data import rebalance as rebalance_module
+from melanoma_cli.data.scan import scan_dataset
+from melanoma_cli.utils.errors import MelanomaError
 
 runner = CliRunner()
 GENERATED = re.compile(r"aug_.+_\d{4}\.jpg")

@@ -13,14 +13,14 @@ import pytest
 from conftest import make_dataset
 from typer.testing import CliRunner
 
-from melanoma_cli import classifier as classifier_module
-from melanoma_cli.classifier import choose_engine, load_classifier
 from melanoma_cli.cli import app
-from melanoma_cli.errors import MelanomaError
-from melanoma_cli.export import check_batch, export_model
-from melanoma_cli.images import decode_many
-from melanoma_cli.model_card import EXAMPLES_DIR
-from melanoma_cli.runs import INFO_FILE, ModelInfo
+from melanoma_cli.data.images import decode_many
+from melanoma_cli.engine.export import check_batch, export_model
+from melanoma_cli.runtime import loading as classifier_module
+from melanoma_cli.runtime.default_model import EXAMPLES_DIR
+from melanoma_cli.runtime.loading import choose_engine, load_classifier
+from melanoma_cli.runtime.run_folder import INFO_FILE, ModelInfo
+from melanoma_cli.utils.errors import MelanomaError
 
 runner = CliRunner()
 HEAVY = ("tensorflow", "keras", "sklearn", "scipy", "matplotlib", "Augmentor")

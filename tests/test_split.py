@@ -7,9 +7,9 @@ import shutil
 import pytest
 from conftest import make_dataset
 
-from melanoma_cli.dataset import scan_dataset
-from melanoma_cli.errors import MelanomaError
-from melanoma_cli.split import split_dataset
+from melanoma_cli.data.scan import scan_dataset
+from melanoma_cli.data.split import split_dataset
+from melanoma_cli.utils.errors import MelanomaError
 
 
 def test_scan_finds_classes_in_sorted_order_and_counts(dataset):

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from melanoma_cli.errors import MelanomaError
+from melanoma_cli.utils.errors import MelanomaError
 
 out = Console()
 err = Console(stderr=True)

@@ -85,9 +85,9 @@ def evaluate(
     engine: EngineOption = "auto",
 ) -> None:
     """Evaluate a model on a labelled test folder: per-class and melanoma metrics with 95% CIs."""
-    from melanoma_cli.classifier import load_classifier
-    from melanoma_cli.evaluation import evaluate_folder, prepare_report_dir, write_report
-    from melanoma_cli.prediction import resolve_threshold
+    from melanoma_cli.engine.evaluation import evaluate_folder, prepare_report_dir, write_report
+    from melanoma_cli.engine.prediction import resolve_threshold
+    from melanoma_cli.runtime.loading import load_classifier
 
     if report_dir is not None:
         prepare_report_dir(report_dir, test_dir)

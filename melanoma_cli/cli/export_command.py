@@ -23,7 +23,7 @@ def export(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Export a trained model (float32 by default), check it against Keras and record it in model.json."""
-    from melanoma_cli.export import export_model
+    from melanoma_cli.engine.export import export_model
 
     result = export_model(model, fmt, quantize)
     if as_json:

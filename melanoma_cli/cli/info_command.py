@@ -47,7 +47,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Show a model's card: classes, input size, melanoma threshold, training and validation metrics."""
-    from melanoma_cli.model_card import model_summary
+    from melanoma_cli.engine.model_card import model_summary
 
     summary = model_summary(model)
     if as_json:

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from melanoma_cli.cli.common import err, handle_errors, out, print_json
-from melanoma_cli.errors import MelanomaError
+from melanoma_cli.utils.errors import MelanomaError
 
 
 def _short(path: str, root: str | None) -> str:
@@ -160,14 +160,14 @@ def inspect_dataset(
 
     Exits 0 whenever the folder could be scanned, even if it found problems.
     """
-    from melanoma_cli.inspection import inspect_dataset as run_inspection
+    from melanoma_cli.data.inspection import inspect_dataset as run_inspection
 
     if plot is not None and not plot.parent.is_dir():
         raise MelanomaError(f"cannot write plot '{plot}': folder '{plot.parent}' does not exist")
     err.print(f"[dim]scanning {escape(str(data))}[/]", highlight=False)
     report = run_inspection(data, test_dir, near_threshold)
     if plot is not None:
-        from melanoma_cli.plots import plot_class_distribution
+        from melanoma_cli.utils.plots import plot_class_distribution
 
         try:
             plot_class_distribution(report["classes"], plot)

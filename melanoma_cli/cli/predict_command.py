@@ -13,11 +13,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from melanoma_cli.cli.common import err, handle_errors, out, print_json, warn
-from melanoma_cli.model_card import DEFAULT_MODEL_DIR, EXAMPLES_DIR
+from melanoma_cli.runtime.default_model import DEFAULT_MODEL_DIR, EXAMPLES_DIR
 
 if TYPE_CHECKING:  # the core is imported lazily, so that --help stays instant
-    from melanoma_cli.classifier import Classifier
-    from melanoma_cli.prediction import Prediction
+    from melanoma_cli.engine.prediction import Prediction
+    from melanoma_cli.runtime.classifier import Classifier
 
 DISCLAIMER = "Decision aid only: not a diagnosis. Refer suspicious lesions to a dermatologist."
 MODEL_HELP = ("Run folder, or a .keras or .tflite file with its model.json beside it "
@@ -102,16 +102,16 @@ def predict(
     engine: EngineOption = "auto",
 ) -> None:
     """Predict the class of each image, with top-k classes and a melanoma flag."""
-    from melanoma_cli.classifier import load_classifier
-    from melanoma_cli.errors import MelanomaError
-    from melanoma_cli.images import Unreadable
-    from melanoma_cli.prediction import (
+    from melanoma_cli.data.images import Unreadable
+    from melanoma_cli.engine.prediction import (
         check_csv_destination,
         expand_inputs,
         predict_files,
         resolve_threshold,
         write_csv,
     )
+    from melanoma_cli.runtime.loading import load_classifier
+    from melanoma_cli.utils.errors import MelanomaError
 
     if examples:
         paths = [*(paths or []), str(EXAMPLES_DIR)]

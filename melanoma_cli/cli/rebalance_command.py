@@ -69,7 +69,7 @@ def rebalance(
 ) -> None:
     """Copy a dataset to --out and add Augmentor images until every class reaches the target."""
     from melanoma_cli.config import load_config
-    from melanoma_cli.rebalance import rebalance_folder
+    from melanoma_cli.data.rebalance import rebalance_folder
 
     settings = load_config(config, overrides or [])
     result = rebalance_folder(

@@ -102,8 +102,8 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON."),
 ) -> None:
     """Train a model and write a run folder (model, class names, config, history, metrics, plots)."""
-    from melanoma_cli import training
     from melanoma_cli.config import load_config
+    from melanoma_cli.engine import training
 
     if resume is not None:
         _refuse_with_resume(config=config, out=out_dir, set=overrides, holdout=holdout,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from melanoma_cli.dataset import DatasetScan, ImageFile
-from melanoma_cli.errors import MelanomaError
+from melanoma_cli.data.scan import DatasetScan, ImageFile
+from melanoma_cli.utils.errors import MelanomaError
 
 
 @dataclass

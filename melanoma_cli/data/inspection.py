@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from melanoma_cli.dataset import DatasetScan, ImageFile, scan_dataset
-from melanoma_cli.images import Unreadable
+from melanoma_cli.data.images import Unreadable
+from melanoma_cli.data.scan import DatasetScan, ImageFile, scan_dataset
 
 MAX_HAMMING = 64  # bits in a perceptual hash
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)

@@ -1,51 +1,23 @@
-"""An engine-neutral image classifier: what evaluate and predict need from a model, and the loader.
+"""Loading a model for prediction: a run folder or file, and the engine that runs it.
 
-Commands depend only on `Classifier`. Two engines implement it: Keras (model.keras, needs
-TensorFlow) and LiteRT (the model's .tflite export, no TensorFlow); `load_classifier` picks one.
+Two engines implement `Classifier`: Keras (model.keras, needs TensorFlow) and LiteRT (the
+model's .tflite export, no TensorFlow); `load_classifier` picks one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Literal
 
-import numpy as np
-
-from melanoma_cli.classifier_base import BaseClassifier
-from melanoma_cli.errors import MelanomaError
-from melanoma_cli.litert_engine import INSTALL_HINT, interpreter_class, load_litert
-from melanoma_cli.model_card import default_model_dir
-from melanoma_cli.runs import ModelInfo, load_model, resolve_model_path
+from melanoma_cli.runtime.classifier import Classifier
+from melanoma_cli.runtime.default_model import default_model_dir
+from melanoma_cli.runtime.keras_engine import load_keras
+from melanoma_cli.runtime.litert_engine import INSTALL_HINT, interpreter_class, load_litert
+from melanoma_cli.runtime.run_folder import ModelInfo, resolve_model_path
+from melanoma_cli.utils.errors import MelanomaError
 
 Engine = Literal["auto", "keras", "litert"]
-
-
-class Classifier(Protocol):
-    """A model with its class names, input size and melanoma decision rule."""
-
-    classes: list[str]
-    image_size: int
-    melanoma_class: str | None
-    melanoma_threshold: float | None
-    source: Path
-    engine: str
-
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities (n, len(classes)) for uint8 RGB images (n, size, size, 3), n >= 0."""
-        ...
-
-
-@dataclass(kw_only=True)
-class KerasClassifier(BaseClassifier):
-    """A Keras model from a run folder (its model.json supplies the facts)."""
-
-    network: Any
-    engine: ClassVar[str] = "keras"
-
-    def _probabilities(self, images: np.ndarray) -> np.ndarray:
-        return np.asarray(self.network.predict_on_batch(images.astype(np.float32)))
 
 
 def tflite_file(model_file: Path, info: ModelInfo) -> Path | None:
@@ -94,5 +66,4 @@ def load_classifier(model: Path | None, engine: Engine = "auto",
         return load_litert(tflite, info, interpreter)
     if tflite is not None and engine == "auto" and note is not None:
         note(f"ai-edge-litert is not installed: using Keras, which starts slower ({INSTALL_HINT})")
-    loaded = load_model(model_file)
-    return KerasClassifier(network=loaded.model, **BaseClassifier.facts(loaded.info, loaded.path))
+    return load_keras(model_file)

@@ -11,14 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from melanoma_cli.atomic import write_text, write_with
-from melanoma_cli.classifier import Classifier
-from melanoma_cli.dataset import DatasetScan, scan_dataset
-from melanoma_cli.errors import MelanomaError
-from melanoma_cli.images import Unreadable
-from melanoma_cli.metrics import BOOTSTRAP_RESAMPLES, evaluation_report, melanoma_flags
-from melanoma_cli.prediction import ProgressHook, classify_batches, resolve_threshold
-from melanoma_cli.runs import INFO_FILE
+from melanoma_cli.data.images import Unreadable
+from melanoma_cli.data.scan import DatasetScan, scan_dataset
+from melanoma_cli.engine.metrics import BOOTSTRAP_RESAMPLES, evaluation_report, melanoma_flags
+from melanoma_cli.engine.prediction import ProgressHook, classify_batches, resolve_threshold
+from melanoma_cli.runtime.classifier import Classifier
+from melanoma_cli.runtime.run_folder import INFO_FILE
+from melanoma_cli.utils.atomic import write_text, write_with
+from melanoma_cli.utils.errors import MelanomaError
 
 
 @dataclass
@@ -131,7 +131,7 @@ def prepare_report_dir(folder: Path, test_dir: Path) -> None:
 
 def write_report(result: EvaluationResult, folder: Path) -> None:
     """metrics.json, predictions.csv and confusion_matrix.png in `folder` (written atomically)."""
-    from melanoma_cli.plots import plot_confusion_matrix
+    from melanoma_cli.utils.plots import plot_confusion_matrix
 
     try:
         write_text(folder / "metrics.json", json.dumps(result.summary(), indent=2) + "\n")

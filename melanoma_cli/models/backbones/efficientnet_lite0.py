@@ -14,7 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from melanoma_cli.backbones.torch_legacy import read_legacy_state_dict
+from melanoma_cli.models.backbones.torch_legacy import read_legacy_state_dict
 
 BLOCK_COUNT = 16
 FEATURE_CHANNELS = 1280

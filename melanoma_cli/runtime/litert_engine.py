@@ -14,10 +14,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from melanoma_cli.classifier_base import BaseClassifier
-from melanoma_cli.errors import MelanomaError, first_line
-from melanoma_cli.runs import ModelInfo
-from melanoma_cli.tf_runtime import silenced_stderr
+from melanoma_cli.runtime.classifier import BaseClassifier
+from melanoma_cli.runtime.run_folder import ModelInfo
+from melanoma_cli.utils.errors import MelanomaError, first_line
+from melanoma_cli.utils.tensorflow import silenced_stderr
 
 INSTALL_HINT = "pip install ai-edge-litert"
 # Measured on 2 cores (EfficientNet-Lite0, 180 px): 16 images per invoke run as fast as 64, and the

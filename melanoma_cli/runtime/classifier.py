@@ -1,14 +1,33 @@
-"""What every engine's classifier shares: the model's facts from model.json and the batch contract."""
+"""The engine-neutral classifier: what predict, evaluate and explain need from a model.
+
+Commands depend only on `Classifier`. Engines (Keras, LiteRT) subclass `BaseClassifier`, which
+holds the model's facts from model.json and the batch contract.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from melanoma_cli.runs import ModelInfo
+from melanoma_cli.runtime.run_folder import ModelInfo
+
+
+class Classifier(Protocol):
+    """A model with its class names, input size and melanoma decision rule."""
+
+    classes: list[str]
+    image_size: int
+    melanoma_class: str | None
+    melanoma_threshold: float | None
+    source: Path
+    engine: str
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities (n, len(classes)) for uint8 RGB images (n, size, size, 3), n >= 0."""
+        ...
 
 
 @dataclass

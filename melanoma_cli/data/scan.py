@@ -11,8 +11,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from melanoma_cli.errors import MelanomaError
-from melanoma_cli.images import DECODE_WORKERS, Unreadable, describe_error, open_image, to_rgb
+from melanoma_cli.data.images import DECODE_WORKERS, Unreadable, describe_error, open_image, to_rgb
+from melanoma_cli.utils.errors import MelanomaError
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from melanoma_cli.config import ModelConfig
-from melanoma_cli.tf_runtime import import_keras
+from melanoma_cli.utils.tensorflow import import_keras
 
 
 def _conv_blocks(x, config: ModelConfig):
@@ -36,7 +36,7 @@ def build_model(config: ModelConfig, num_classes: int, image_size: int):
         x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
         x = _conv_blocks(x, config)
     else:
-        from melanoma_cli.backbones.registry import build_backbone
+        from melanoma_cli.models.backbones.registry import build_backbone
 
         backbone = build_backbone(config.backbone, config.weights, image_size)
         x = backbone(inputs, training=False)  # BatchNorm stays in inference mode when fine-tuned

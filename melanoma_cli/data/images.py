@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from melanoma_cli.errors import first_line
+from melanoma_cli.utils.errors import first_line
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 DECODE_WORKERS = min(8, (os.cpu_count() or 1) * 2)

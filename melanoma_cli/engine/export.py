@@ -17,11 +17,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from melanoma_cli.atomic import write_with
-from melanoma_cli.errors import MelanomaError, first_line
-from melanoma_cli.litert_engine import interpreter_class, load_litert
-from melanoma_cli.runs import ModelInfo, load_model, resolve_model_path
-from melanoma_cli.tf_runtime import silenced_stderr
+from melanoma_cli.runtime.litert_engine import interpreter_class, load_litert
+from melanoma_cli.runtime.run_folder import ModelInfo, load_model, resolve_model_path
+from melanoma_cli.utils.atomic import write_with
+from melanoma_cli.utils.errors import MelanomaError, first_line
+from melanoma_cli.utils.tensorflow import silenced_stderr
 
 Format = Literal["tflite", "savedmodel"]
 Quantize = Literal["dynamic"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from melanoma_cli.errors import MelanomaError, first_line
-from melanoma_cli.tf_runtime import import_keras
+from melanoma_cli.utils.errors import MelanomaError, first_line
+from melanoma_cli.utils.tensorflow import import_keras
 
 BACKBONE_LAYER = "backbone"
 
@@ -56,7 +56,7 @@ def build_backbone(name: str, weights: str, image_size: int):
     """A feature extractor `name` as one Keras layer named 'backbone'."""
     weights_argument = _weights_argument(weights)
     if name == "efficientnet_lite0":
-        from melanoma_cli.backbones.efficientnet_lite0 import build_efficientnet_lite0
+        from melanoma_cli.models.backbones.efficientnet_lite0 import build_efficientnet_lite0
 
         import_keras()
         try:
@@ -98,7 +98,7 @@ def set_trainable(model, backbone_name: str, trainable: str) -> None:
     else:
         count = int(trainable)
         if backbone_name == "efficientnet_lite0":
-            from melanoma_cli.backbones.efficientnet_lite0 import BLOCK_COUNT, layers_from_block
+            from melanoma_cli.models.backbones.efficientnet_lite0 import BLOCK_COUNT, layers_from_block
 
             start = max(0, BLOCK_COUNT - count)
             chosen = set(map(id, layers_from_block(backbone, start)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from melanoma_cli.atomic import write_with
+from melanoma_cli.utils.atomic import write_with
 
 
 def _pyplot():

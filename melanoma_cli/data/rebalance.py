@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from melanoma_cli.atomic import write_text
 from melanoma_cli.config import RebalanceConfig
-from melanoma_cli.dataset import DatasetScan, ImageFile, scan_dataset
-from melanoma_cli.errors import MelanomaError
-from melanoma_cli.images import load_rgb
+from melanoma_cli.data.images import load_rgb
+from melanoma_cli.data.scan import DatasetScan, ImageFile, scan_dataset
+from melanoma_cli.utils.atomic import write_text
+from melanoma_cli.utils.errors import MelanomaError
 
 MARKER = ".melanoma-rebalance.json"  # marks a folder written by rebalance_folder
 

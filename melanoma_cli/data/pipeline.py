@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from melanoma_cli.config import AugmentConfig
-from melanoma_cli.tf_runtime import import_keras
+from melanoma_cli.utils.tensorflow import import_keras
 
 
 def build_augmenter(config: AugmentConfig, seed: int):

@@ -6,20 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from melanoma_cli.errors import MelanomaError
-from melanoma_cli.runs import ModelInfo, resolve_model_path
+from melanoma_cli.runtime.default_model import MODEL_CARD, default_model_dir
+from melanoma_cli.runtime.run_folder import ModelInfo, resolve_model_path
+from melanoma_cli.utils.errors import MelanomaError
 
-DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
-MODEL_CARD = Path(__file__).parent / "MODEL_CARD.md"
-EXAMPLES_DIR = Path(__file__).parent / "examples"
 VALIDATION_REPORT = "validation_report.json"
-
-
-def default_model_dir() -> Path:
-    """The bundled default model folder; a one-line error if the package ships none."""
-    if not (DEFAULT_MODEL_DIR / "model.json").is_file():
-        raise MelanomaError("no --model given and no bundled default model is installed")
-    return DEFAULT_MODEL_DIR
 
 
 def model_summary(model: Path | None) -> dict[str, Any]:

@@ -34,13 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from melanoma_cli.atomic import write_text, write_with
 from melanoma_cli.config import Config, StageConfig, load_config
-from melanoma_cli.errors import MelanomaError, first_line
-from melanoma_cli.images import Unreadable
-from melanoma_cli.metrics import summary, threshold_for_sensitivity
-from melanoma_cli.preparation import PreparedData, prepare_data
-from melanoma_cli.runs import (
+from melanoma_cli.data.images import Unreadable
+from melanoma_cli.data.preparation import PreparedData, prepare_data
+from melanoma_cli.data.split import Split
+from melanoma_cli.engine.metrics import summary, threshold_for_sensitivity
+from melanoma_cli.runtime.run_folder import (
     INFO_FILE,
     MODEL_FILE,
     ModelInfo,
@@ -48,8 +47,9 @@ from melanoma_cli.runs import (
     prepare_run_folder,
     runtime_versions,
 )
-from melanoma_cli.split import Split
-from melanoma_cli.tf_runtime import import_keras, seed_everything
+from melanoma_cli.utils.atomic import write_text, write_with
+from melanoma_cli.utils.errors import MelanomaError, first_line
+from melanoma_cli.utils.tensorflow import import_keras, seed_everything
 
 ProgressHook = Callable[[str, dict[str, Any]], None]
 LAST_FILE = "last.keras"
@@ -251,7 +251,7 @@ def make_optimizer(keras, config: Config, learning_rate: float, steps: int):
 def _compile_stage(keras, model, config: Config, stage: StageConfig, steps_per_epoch: int) -> None:
     """Make the stage's part of the model trainable and give it a fresh optimizer."""
     if config.model.backbone != "none":
-        from melanoma_cli.backbones.registry import set_trainable
+        from melanoma_cli.models.backbones.registry import set_trainable
 
         set_trainable(model, config.model.backbone, stage.trainable)
     model.compile(
@@ -322,7 +322,7 @@ def _model_info(run: _Run, status: str, threshold: float | None, training: dict)
 
 def _initial_model(keras, run: _Run):
     """A new model, or for a resumed run the last one with its optimizer state."""
-    from melanoma_cli.model import build_model
+    from melanoma_cli.models.build import build_model
 
     if run.state.epochs_done == 0:
         return build_model(run.config.model, len(run.data.classes), run.config.data.image_size)
@@ -361,7 +361,7 @@ def _fit(keras, run: _Run, model, train_dataset, val_dataset) -> bool:
 
 def _finish(keras, run: _Run, val_dataset, interrupted: bool) -> TrainResult:
     """Validate the best model and write model.json, metrics.json and the curves."""
-    from melanoma_cli.plots import plot_training_curves
+    from melanoma_cli.utils.plots import plot_training_curves
 
     config, data, state, out = run.config, run.data, run.state, run.out
     best = keras.models.load_model(out / MODEL_FILE, compile=False)
@@ -399,7 +399,7 @@ def _finish(keras, run: _Run, val_dataset, interrupted: bool) -> TrainResult:
 
 def _train_run(run: _Run) -> TrainResult:
     """Train `run` from its state to the end (or an interrupt), then write its result files."""
-    from melanoma_cli.pipeline import build_augmenter, make_dataset
+    from melanoma_cli.data.pipeline import build_augmenter, make_dataset
 
     keras = import_keras()
     config, data = run.config, run.data

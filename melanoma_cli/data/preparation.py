@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from melanoma_cli.config import Config
-from melanoma_cli.dataset import DatasetScan, ImageFile, scan_dataset
-from melanoma_cli.errors import MelanomaError
-from melanoma_cli.images import Unreadable, decode_many, iter_image_files
-from melanoma_cli.split import Split, split_dataset
+from melanoma_cli.data.images import Unreadable, decode_many, iter_image_files
+from melanoma_cli.data.scan import DatasetScan, ImageFile, scan_dataset
+from melanoma_cli.data.split import Split, split_dataset
+from melanoma_cli.utils.errors import MelanomaError
 
 
 @dataclass
@@ -55,7 +55,7 @@ def _decode(files: list[ImageFile], classes: list[str], size: int, skipped: list
 
 def _rebalance_train(data: PreparedData, config: Config) -> None:
     """Append Augmentor samples to the training arrays only (never to validation)."""
-    from melanoma_cli.rebalance import generate_samples, plan_rebalance
+    from melanoma_cli.data.rebalance import generate_samples, plan_rebalance
 
     counts = {name: int((data.train_labels == i).sum()) for i, name in enumerate(data.classes)}
     plan = plan_rebalance(counts, config.rebalance.target)

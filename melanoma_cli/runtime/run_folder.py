@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from melanoma_cli import __version__
-from melanoma_cli.atomic import write_text
-from melanoma_cli.errors import MelanomaError, first_line
+from melanoma_cli.utils.atomic import write_text
+from melanoma_cli.utils.errors import MelanomaError, first_line
 
 MODEL_FILE = "model.keras"
 INFO_FILE = "model.json"
@@ -139,7 +139,7 @@ class LoadedModel:
 
 def load_model(model: Path | str) -> LoadedModel:
     """Load a run folder or .keras file; check that model.json agrees with the network."""
-    from melanoma_cli.tf_runtime import import_keras
+    from melanoma_cli.utils.tensorflow import import_keras
 
     model_file, info_file = resolve_model_path(Path(model))
     info = ModelInfo.load(info_file)

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from melanoma_cli.atomic import write_with
-from melanoma_cli.classifier import Classifier
-from melanoma_cli.errors import MelanomaError
-from melanoma_cli.images import IMAGE_SUFFIXES, Unreadable, decode_many, iter_image_files
-from melanoma_cli.metrics import melanoma_flags
+from melanoma_cli.data.images import IMAGE_SUFFIXES, Unreadable, decode_many, iter_image_files
+from melanoma_cli.engine.metrics import melanoma_flags
+from melanoma_cli.runtime.classifier import Classifier
+from melanoma_cli.utils.atomic import write_with
+from melanoma_cli.utils.errors import MelanomaError
 
 ProgressHook = Callable[[str, dict[str, Any]], None]
 GLOB_CHARACTERS = frozenset("*?[")
