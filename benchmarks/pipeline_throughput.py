@@ -48,7 +48,7 @@ def model_rate(model: Any, x: Any, y: Any, warmup: int, steps: int) -> float:
 def final_child(data: Path, warmup: int, steps: int, overrides: list[str]) -> dict[str, Any]:
     import numpy as np
 
-    from melanoma_cli.config import load_config
+    from melanoma_cli.config import SourceConfig, load_config
     from melanoma_cli.data.pipeline import build_augmenter, make_dataset
     from melanoma_cli.data.preparation import prepare_data
     from melanoma_cli.engine.training import make_optimizer
@@ -57,7 +57,7 @@ def final_child(data: Path, warmup: int, steps: int, overrides: list[str]) -> di
     from melanoma_cli.utils.tensorflow import import_keras, seed_everything
 
     config = load_config("final.yaml", overrides)
-    prepared = prepare_data(config, data)
+    prepared = prepare_data(config, [SourceConfig(str(data))])
     keras = import_keras()
     seed_everything(config.seed)
     classes = len(prepared.classes)

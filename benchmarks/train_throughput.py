@@ -64,7 +64,7 @@ def rates(seconds_per_step: float, train_images: int) -> dict[str, float]:
 
 def final_child(data: Path, warmup: int, steps: int, overrides: list[str]) -> dict[str, Any]:
     """final.yaml (with `overrides`) through the project's own data preparation, pipeline and model."""
-    from melanoma_cli.config import load_config
+    from melanoma_cli.config import SourceConfig, load_config
     from melanoma_cli.data.pipeline import build_augmenter, make_dataset
     from melanoma_cli.data.preparation import prepare_data
     from melanoma_cli.engine.training import balanced_class_weights, make_optimizer
@@ -74,7 +74,7 @@ def final_child(data: Path, warmup: int, steps: int, overrides: list[str]) -> di
 
     config = load_config("final.yaml", overrides)
     started = time.perf_counter()
-    prepared = prepare_data(config, data)
+    prepared = prepare_data(config, [SourceConfig(str(data))])
     prepare_s = time.perf_counter() - started
     keras = import_keras()
     seed_everything(config.seed)

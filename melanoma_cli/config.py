@@ -23,12 +23,30 @@ BUNDLED_CONFIG_DIRS = (
 
 
 @dataclass
+class SourceConfig:
+    """One training source: a folder per class, or images/ with a labels CSV (`labels.csv`)."""
+
+    path: str
+    name: str | None = None  # shown in reports; used by trust_source and validation_source
+    labels: str = "labels.csv"  # CSV sources: the labels file, relative to `path`
+    images: str = "images"  # CSV sources: the image folder, relative to `path`
+    file_column: str = "file"
+    label_column: str = "label"
+    group_column: str | None = "group"  # images of one lesion share a value (optional column)
+    label_map: dict[str, str | None] = field(default_factory=dict)  # CSV label -> class (null: skip)
+
+
+@dataclass
 class DataConfig:
     """Where images come from and how they are split."""
 
+    sources: list[SourceConfig] = field(default_factory=list)  # --data adds to these
     image_size: int = 180
     validation_split: float = 0.2
+    validation_source: str | None = None  # a source that validates instead of a random split
     drop_conflicts: bool = True
+    trust_source: str | None = None  # settles label conflicts in favour of this source
+    near_duplicate_distance: int | None = 4  # perceptual-hash bits (null: exact copies only)
     holdout_dirs: list[str] = field(default_factory=list)
     batch_size: int = 32
     min_images_per_class: int = 2
@@ -150,6 +168,8 @@ def _type_name(tp: Any) -> str:
         return "one of " + ", ".join(repr(v) for v in typing.get_args(tp))
     if origin in (types.UnionType, typing.Union):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is dict:
+        return "a mapping"
     if origin is list:
         item = _type_name(typing.get_args(tp)[0]).removeprefix("an ").removeprefix("a ")
         return f"a list of {item}s"
@@ -172,6 +192,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 return _convert(value, option, key)
             except MelanomaError:
                 continue
+    elif origin is dict:
+        if isinstance(value, dict):
+            key_type, value_type = typing.get_args(tp)
+            return {_convert(k, key_type, key): _convert(v, value_type, f"{key}.{k}")
+                    for k, v in value.items()}
     elif origin is list:
         if isinstance(value, list):
             (item_type,) = typing.get_args(tp)
@@ -214,6 +239,8 @@ def _check_ranges(config: Config) -> None:
         (config.data.image_size >= 16, "data.image_size", "must be at least 16"),
         (0 < config.data.validation_split < 1, "data.validation_split", "must be in (0, 1)"),
         (config.data.batch_size >= 1, "data.batch_size", "must be at least 1"),
+        (config.data.near_duplicate_distance is None or 0 <= config.data.near_duplicate_distance <= 16,
+         "data.near_duplicate_distance", "must be in [0, 16] bits, or null"),
         (config.data.min_images_per_class >= 2, "data.min_images_per_class", "must be >= 2"),
         (len(config.model.filters) > 0, "model.filters", "must not be empty"),
         (all(f > 0 for f in config.model.filters), "model.filters", "must be positive"),

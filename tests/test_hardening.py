@@ -393,7 +393,7 @@ def test_interrupts_are_held_while_epoch_files_are_written():
 
 
 def test_ctrl_c_keeps_a_valid_run_that_resume_completes(tmp_path, clean_data):
-    from melanoma_cli.config import load_config
+    from melanoma_cli.config import SourceConfig, load_config
     from melanoma_cli.engine.training import train as run_training
 
     out = tmp_path / "run"
@@ -404,7 +404,7 @@ def test_ctrl_c_keeps_a_valid_run_that_resume_completes(tmp_path, clean_data):
 
     before = tree_hashes(clean_data)
     config = load_config(None, [*TINY_OVERRIDES, "train.epochs=3"])
-    first = run_training(config, clean_data, out, progress=ctrl_c_after_first_epoch)
+    first = run_training(config, [SourceConfig(str(clean_data))], out, progress=ctrl_c_after_first_epoch)
     info = json.loads((out / "model.json").read_text())
     assert first.interrupted and info["status"] == "incomplete" and info["best_epoch"] == 1
     assert info["training"]["data_dir"] == str(clean_data)

@@ -11,7 +11,7 @@ from conftest import TINY_OVERRIDES, make_dataset
 from typer.testing import CliRunner
 
 from melanoma_cli.cli import app
-from melanoma_cli.config import load_config
+from melanoma_cli.config import SourceConfig, load_config
 from melanoma_cli.data.preparation import prepare_data
 
 
@@ -51,7 +51,7 @@ def test_train_drops_holdout_content_and_records_it(tmp_path):
 
 def test_no_training_or_validation_file_matches_a_holdout_file(tmp_path):
     data, test, extra = _plant_holdouts(tmp_path)
-    split = prepare_data(load_config(None, TINY_OVERRIDES), data, [test, extra]).split
+    split = prepare_data(load_config(None, TINY_OVERRIDES), [SourceConfig(str(data))], [test, extra]).split
     held = {_digest(p) for folder in (test, extra) for p in folder.rglob("*.jpg")}
     used = {_digest(f.path) for f in [*split.train, *split.validation]}
     assert len(held) == 4

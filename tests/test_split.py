@@ -7,6 +7,7 @@ import shutil
 import pytest
 from conftest import make_dataset
 
+from melanoma_cli.data.dedupe import HoldoutIndex
 from melanoma_cli.data.scan import scan_dataset
 from melanoma_cli.data.split import split_dataset
 from melanoma_cli.utils.errors import MelanomaError
@@ -75,7 +76,7 @@ def test_conflicts_kept_on_request_stay_on_one_side(dataset):
 def test_holdout_content_is_dropped(dataset):
     scan = scan_dataset(dataset)
     held = {scan.images[0].sha256}
-    split = split_dataset(scan, 0.25, seed=1, holdout_hashes=held)
+    split = split_dataset(scan, 0.25, seed=1, holdout=HoldoutIndex(sha256=held))
     assert split.dropped["holdout_overlap"] == 1
     assert held.isdisjoint(f.sha256 for f in split.train + split.validation)
 

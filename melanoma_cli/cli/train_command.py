@@ -85,9 +85,10 @@ def train(
                                       help="YAML config: a path, or the name of a bundled config "
                                            "(baseline.yaml, augmented.yaml, final.yaml) "
                                            "[default: baseline.yaml]."),
-    data: Path | None = typer.Option(None, "--data", "-d",
-                                     help="Training folder: one subfolder per class (with --resume: "
-                                          "only if the run's data folder has moved)."),
+    data: list[str] = typer.Option([], "--data", "-d", metavar="[NAME=]PATH",
+                                   help="Training source (repeatable): a folder with one subfolder "
+                                        "per class, or a folder with labels.csv beside images/ "
+                                        "(with --resume: only if the run's data has moved)."),
     out_dir: Path | None = typer.Option(None, "--out", "-o",
                                         help="Run folder to create [default: runs/<config name>]."),
     overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
@@ -103,18 +104,21 @@ def train(
 ) -> None:
     """Train a model and write a run folder (model, class names, config, history, metrics, plots)."""
     from melanoma_cli.config import load_config
+    from melanoma_cli.data.sources import parse_source
     from melanoma_cli.engine import training
 
+    sources = [parse_source(text) for text in data]
     if resume is not None:
         _refuse_with_resume(config=config, out=out_dir, set=overrides, holdout=holdout,
                             overwrite=overwrite)
-        start = functools.partial(training.resume, resume, data)
-    elif data is None:
-        raise typer.BadParameter("missing (required unless --resume is given)", param_hint="'--data'")
+        start = functools.partial(training.resume, resume, sources)
     else:
         settings = load_config(config or "baseline.yaml", overrides)
+        if not sources and not settings.data.sources:
+            raise typer.BadParameter("missing (required unless the config lists data.sources, "
+                                     "or --resume is given)", param_hint="'--data'")
         run_dir = out_dir or Path("runs") / Path(config or "baseline.yaml").stem
-        start = functools.partial(training.train, settings, data, run_dir, overwrite=overwrite,
+        start = functools.partial(training.train, settings, sources, run_dir, overwrite=overwrite,
                                   holdout_dirs=holdout)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err, transient=True) as progress:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from melanoma_cli.config import Config
+from melanoma_cli.config import Config, SourceConfig
+from melanoma_cli.data.dedupe import HoldoutIndex
 from melanoma_cli.data.images import Unreadable, decode_many, iter_image_files
-from melanoma_cli.data.scan import DatasetScan, ImageFile, scan_dataset
+from melanoma_cli.data.scan import DatasetScan, ImageFile, fingerprint_files, scan_sources
 from melanoma_cli.data.split import Split, split_dataset
 from melanoma_cli.utils.errors import MelanomaError
 
@@ -30,20 +30,14 @@ class PreparedData:
     generated: dict[str, int] = field(default_factory=dict)
 
 
-def _holdout_hashes(folders: Sequence[Path]) -> set[str]:
-    """Content hashes of every image file below the holdout folders (any layout)."""
-    hashes: set[str] = set()
+def holdout_index(folders: Sequence[Path]) -> HoldoutIndex:
+    """What identifies every image file below the holdout folders (any layout, any format)."""
     for folder in folders:
         if not folder.is_dir():
             raise MelanomaError(f"holdout folder '{folder}' does not exist or is not a folder")
-        for path in iter_image_files([folder]):
-            if not path.is_file():  # a broken or looping link holds no content
-                continue
-            try:
-                hashes.add(hashlib.sha256(path.read_bytes()).hexdigest())
-            except OSError as exc:
-                raise MelanomaError(f"holdout file '{path}' cannot be read: {exc.strerror}") from exc
-    return hashes
+    paths = [p for p in iter_image_files(folders) if p.is_file()]  # a broken link holds nothing
+    images, _ = fingerprint_files(paths)
+    return HoldoutIndex.of(images)
 
 
 def _decode(files: list[ImageFile], classes: list[str], size: int, skipped: list[Unreadable]):
@@ -72,33 +66,42 @@ def _rebalance_train(data: PreparedData, config: Config) -> None:
 
 
 def _check_classes(scan: DatasetScan, expected: list[str] | None) -> None:
-    """At least two class folders, every one with an image, and the configured ones if given."""
+    """At least two classes, every one with an image, and the configured ones if given."""
+    folders = len(scan.sources) == 1 and scan.sources[0].kind == "folders"
     if expected is not None and set(expected) != set(scan.classes):
         missing = ", ".join(repr(c) for c in expected if c not in scan.classes)
         extra = ", ".join(repr(c) for c in scan.classes if c not in expected)
         found = "; ".join(text for text in (missing and f"missing {missing}",
                                             extra and f"unexpected {extra}") if text)
-        raise MelanomaError(f"class folders in '{scan.root}' do not match config key "
-                            f"'data.classes': {found}")
+        what = "class folders" if folders else "classes"
+        raise MelanomaError(f"{what} in {scan.where} do not match config key 'data.classes': {found}")
     if len(scan.classes) < 2:
-        raise MelanomaError(f"data folder '{scan.root}' has only one class folder "
+        what = "data folder" if folders else "data in"
+        raise MelanomaError(f"{what} {scan.where} has only one class{' folder' if folders else ''} "
                             f"('{scan.classes[0]}'); a classifier needs at least two")
     empty = [name for name, n in scan.counts().items() if n == 0]
     if empty:
-        raise MelanomaError(f"class folder '{scan.root / empty[0]}' has no readable images")
+        where = f"class folder '{scan.root / empty[0]}'" if folders else f"class '{empty[0]}'"
+        raise MelanomaError(f"{where} has no readable images")
 
 
-def prepare_data(config: Config, data_dir: Path, holdout_dirs: Sequence[Path] = ()) -> PreparedData:
-    """Scan, clean, split, decode and (optionally) rebalance the training split."""
-    scan: DatasetScan = scan_dataset(data_dir)
+def prepare_data(config: Config, sources: Sequence[SourceConfig] = (),
+                 holdout_dirs: Sequence[Path] = ()) -> PreparedData:
+    """Scan the sources (the config's, then `sources`), de-duplicate, split, decode, rebalance."""
+    near = config.data.near_duplicate_distance
+    scan = scan_sources([*config.data.sources, *sources], config.data.classes,
+                        perceptual_hash=near is not None)
     _check_classes(scan, config.data.classes)
     split = split_dataset(
         scan,
         config.data.validation_split,
         config.seed,
         drop_conflicts=config.data.drop_conflicts,
-        holdout_hashes=_holdout_hashes(holdout_dirs),
+        holdout=holdout_index(holdout_dirs),
         min_images_per_class=config.data.min_images_per_class,
+        trust_source=config.data.trust_source,
+        near_duplicate_distance=near,
+        validation_source=config.data.validation_source,
     )
     skipped = list(scan.unreadable)
     size = config.data.image_size

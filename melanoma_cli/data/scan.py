@@ -1,9 +1,8 @@
-"""Scanning a folder-per-class tree: classes, files, validity, content hashes, duplicates."""
+"""Reading the files of one or more sources once: validity, content hash, perceptual hash."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -11,13 +10,20 @@ from pathlib import Path
 
 from PIL import Image
 
+from melanoma_cli.config import SourceConfig
 from melanoma_cli.data.images import DECODE_WORKERS, Unreadable, describe_error, open_image, to_rgb
-from melanoma_cli.utils.errors import MelanomaError
+from melanoma_cli.data.sources import (
+    Entry,
+    SourceListing,
+    list_class_folders,
+    list_folder_source,
+    list_sources,
+)
 
 
 @dataclass(frozen=True)
 class ImageFile:
-    """One readable image in a class folder."""
+    """One readable, labelled image."""
 
     path: Path
     label: str
@@ -27,18 +33,29 @@ class ImageFile:
     mode: str
     format: str
     phash: str | None = None  # 64-bit perceptual hash (hex), only when asked for
+    thumbnail: bytes | None = field(default=None, repr=False)  # 16x16 RGB, with the phash
+    source: str = ""  # name of the source it came from
+    group: str | None = None  # lesion id from the source (images of one lesion share it)
 
 
 @dataclass
 class DatasetScan:
-    """Everything learnt from one pass over a dataset folder."""
+    """Everything learnt from one pass over the files of one or more sources."""
 
-    root: Path
+    root: Path  # the (first) source's folder, for messages
     classes: list[str]
     images: list[ImageFile]
     unreadable: list[Unreadable] = field(default_factory=list)
     nested: list[Path] = field(default_factory=list)
     outside_classes: list[Path] = field(default_factory=list)
+    sources: list[SourceListing] = field(default_factory=list)
+
+    @property
+    def where(self) -> str:
+        """How messages name the data: its folder, or its sources."""
+        if len(self.sources) > 1:
+            return "sources " + ", ".join(f"'{s.name}'" for s in self.sources)
+        return f"'{self.root}'"
 
     def counts(self) -> dict[str, int]:
         """Readable images per class, in class order."""
@@ -63,51 +80,54 @@ class DatasetScan:
         return [g for g in self.hash_groups() if len({i.label for i in g}) > 1]
 
 
-def _perceptual_hash(image: Image.Image) -> str:
+THUMBNAIL_SIZE = 16
+
+
+def perceptual_hash(image: Image.Image) -> str:
     """imagehash's 64-bit DCT hash of the decoded image, as 16 hex digits."""
     import imagehash
 
     return str(imagehash.phash(to_rgb(image)))
 
 
-def _inspect_file(path: Path, label: str, perceptual_hash: bool = False) -> ImageFile | Unreadable:
+def thumbnail(image: Image.Image) -> bytes:
+    """The image averaged down to 16x16 RGB: confirms that two similar hashes are one picture."""
+    small = to_rgb(image).resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.BOX)
+    return small.tobytes()
+
+
+def _inspect_file(entry: Entry, with_phash: bool) -> ImageFile | Unreadable:
     try:
-        data = path.read_bytes()
+        data = entry.path.read_bytes()
         image = open_image(data, draft_size=256)
         width, height = image.info["original_size"]
         return ImageFile(
-            path=path, label=label, sha256=hashlib.sha256(data).hexdigest(),
+            path=entry.path, label=entry.label, sha256=hashlib.sha256(data).hexdigest(),
             width=width, height=height, mode=image.mode, format=image.format or "unknown",
-            phash=_perceptual_hash(image) if perceptual_hash else None,
+            phash=perceptual_hash(image) if with_phash else None,
+            thumbnail=thumbnail(image) if with_phash else None,
+            source=entry.source, group=entry.group,
         )
     except Exception as exc:  # any decoder failure means "unreadable", never a crash
-        return Unreadable(path, describe_error(exc))
+        return Unreadable(entry.path, describe_error(exc))
 
 
-def _check_root(root: Path) -> None:
-    if not root.exists():
-        what = "is a broken or looping link" if root.is_symlink() else "does not exist"
-        raise MelanomaError(f"data folder '{root}' {what}")
-    if not root.is_dir():
-        raise MelanomaError(f"'{root}' is a file, expected a folder of class subfolders")
-    if not os.access(root, os.R_OK | os.X_OK):
-        raise MelanomaError(f"data folder '{root}' cannot be read (permission denied)")
-
-
-def list_class_folders(root: Path) -> list[Path]:
-    """The class subfolders of a dataset root, sorted by name; errors if there are none."""
-    _check_root(root)
-    try:
-        folders = sorted(
-            p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-        )
-    except OSError as exc:
-        raise MelanomaError(f"data folder '{root}' cannot be read: {exc.strerror}") from exc
-    if not folders:
-        raise MelanomaError(
-            f"data folder '{root}' has no class subfolders (expected {root}/<class>/<image files>)"
-        )
-    return folders
+def _read(listings: list[SourceListing], with_phash: bool) -> DatasetScan:
+    """Read every listed file once, in parallel; classes are the labels met (sorted)."""
+    classes = {e.label for listing in listings for e in listing.entries}
+    for listing in listings:
+        if listing.kind == "folders":  # an empty class folder is still a class (and an error later)
+            classes.update(p.name for p in list_class_folders(listing.root))
+    scan = DatasetScan(root=listings[0].root, classes=sorted(classes), images=[], sources=listings)
+    entries = [e for listing in listings for e in listing.entries]
+    for listing in listings:
+        scan.unreadable.extend(listing.unreadable)
+        scan.nested.extend(listing.nested)
+        scan.outside_classes.extend(listing.loose)
+    with ThreadPoolExecutor(DECODE_WORKERS) as pool:
+        for result in pool.map(lambda entry: _inspect_file(entry, with_phash), entries):
+            (scan.unreadable if isinstance(result, Unreadable) else scan.images).append(result)
+    return scan
 
 
 def scan_dataset(root: Path | str, perceptual_hash: bool = False) -> DatasetScan:
@@ -116,31 +136,20 @@ def scan_dataset(root: Path | str, perceptual_hash: bool = False) -> DatasetScan
     With `perceptual_hash`, each decoded image also gets a perceptual hash (near duplicates).
     """
     root = Path(root)
-    folders = list_class_folders(root)
-    scan = DatasetScan(root=root, classes=[f.name for f in folders], images=[])
-    scan.outside_classes = sorted(
-        p for p in root.iterdir() if not p.is_dir() and not p.name.startswith(".")
-    )
-    jobs: list[tuple[Path, str]] = []
-    for folder in folders:
-        try:
-            entries = sorted(folder.iterdir())
-        except OSError as exc:
-            scan.unreadable.append(Unreadable(folder, f"class folder cannot be read: {exc.strerror}"))
-            continue
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            if entry.is_dir():
-                scan.nested.append(entry)
-            elif entry.is_file() or entry.is_symlink():  # a bad link is reported with its OS error
-                jobs.append((entry, folder.name))
-            else:
-                scan.unreadable.append(Unreadable(entry, "not a regular file"))
+    return _read([list_folder_source(root, root.absolute().name)], perceptual_hash)
+
+
+def fingerprint_files(paths: list[Path]) -> tuple[list[ImageFile], list[Unreadable]]:
+    """Hashes (content and perceptual) of image files of any layout, e.g. a holdout folder."""
+    images: list[ImageFile] = []
+    unreadable: list[Unreadable] = []
     with ThreadPoolExecutor(DECODE_WORKERS) as pool:
-        for result in pool.map(lambda job: _inspect_file(*job, perceptual_hash), jobs):
-            if isinstance(result, Unreadable):
-                scan.unreadable.append(result)
-            else:
-                scan.images.append(result)
-    return scan
+        for result in pool.map(lambda path: _inspect_file(Entry(path, "", ""), True), paths):
+            (unreadable if isinstance(result, Unreadable) else images).append(result)
+    return images, unreadable
+
+
+def scan_sources(specs: list[SourceConfig], classes: list[str] | None = None,
+                 perceptual_hash: bool = True) -> DatasetScan:
+    """Read the files of several sources of either format into one scan."""
+    return _read(list_sources(specs, classes), perceptual_hash)

@@ -1,10 +1,10 @@
-"""From a scanned dataset to a clean, seeded, stratified train/validation split."""
+"""From scanned sources to a clean, seeded, grouped and stratified train/validation split."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 
+from melanoma_cli.data.dedupe import Cleaned, HoldoutIndex, clean_images, unit_label
 from melanoma_cli.data.scan import DatasetScan, ImageFile
 from melanoma_cli.utils.errors import MelanomaError
 
@@ -17,9 +17,11 @@ class Split:
     train: list[ImageFile]
     validation: list[ImageFile]
     dropped: dict[str, int] = field(default_factory=dict)
+    sources: dict[str, dict[str, int]] = field(default_factory=dict)  # per source: kept, duplicates, ...
+    conflicts_resolved: int = 0
 
     def summary(self) -> dict:
-        """Counts per class for the run record."""
+        """Counts per class (and per source) for the run record."""
         def per_class(files: list[ImageFile]) -> dict[str, int]:
             counts = dict.fromkeys(self.classes, 0)
             for f in files:
@@ -30,33 +32,50 @@ class Split:
             "train": per_class(self.train),
             "validation": per_class(self.validation),
             "dropped": self.dropped,
+            "sources": self.sources,
+            "conflicts_resolved": self.conflicts_resolved,
         }
 
 
-def clean_files(
-    scan: DatasetScan, drop_conflicts: bool, holdout_hashes: set[str]
-) -> tuple[list[list[ImageFile]], dict[str, int]]:
-    """Group files by content and drop what must not be trained on.
+def _dropped(cleaned: Cleaned) -> dict[str, int]:
+    totals = cleaned.totals()
+    return {"duplicate_copies": totals["duplicates"], "label_conflicts": totals["conflicts"],
+            "holdout_overlap": totals["holdout"]}
 
-    Returns units (all files sharing one content hash, after keeping one copy per class) and
-    counts of dropped files by reason.
-    """
-    by_hash: dict[str, list[ImageFile]] = defaultdict(list)
-    for image in scan.images:
-        by_hash[image.sha256].append(image)
-    dropped = {"duplicate_copies": 0, "label_conflicts": 0, "holdout_overlap": 0}
-    units = []
-    for content, files in sorted(by_hash.items(), key=lambda item: str(item[1][0].path)):
-        if content in holdout_hashes:
-            dropped["holdout_overlap"] += len(files)
-            continue
-        one_per_class = {f.label: f for f in sorted(files, key=lambda f: str(f.path), reverse=True)}
-        dropped["duplicate_copies"] += len(files) - len(one_per_class)
-        if len(one_per_class) > 1 and drop_conflicts:
-            dropped["label_conflicts"] += len(one_per_class)
-            continue
-        units.append(sorted(one_per_class.values(), key=lambda f: f.label))
-    return units, dropped
+
+def _check_sizes(units: list[list[ImageFile]], scan: DatasetScan, minimum: int) -> None:
+    counts = dict.fromkeys(scan.classes, 0)
+    for unit in units:
+        counts[unit_label(unit)] += 1
+    too_few = [f"'{name}' ({n})" for name, n in counts.items() if n < minimum]
+    if too_few:
+        raise MelanomaError(f"class(es) {', '.join(too_few)} in {scan.where} have fewer than "
+                            f"{minimum} usable images (or lesions) after cleaning")
+
+
+def _random_split(units: list[list[ImageFile]], fraction: float, seed: int, where: str):
+    """Stratified by each unit's label; a unit (lesion, duplicate cluster) stays whole."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        return train_test_split(units, test_size=fraction, random_state=seed,
+                                stratify=[unit_label(u) for u in units])
+    except ValueError as exc:
+        raise MelanomaError(f"cannot split {where} {fraction:.0%}: {exc}") from exc
+
+
+def _source_split(units: list[list[ImageFile]], source: str, scan: DatasetScan):
+    """Units holding an image of `source` validate; the rest train."""
+    if source not in {s.name for s in scan.sources}:
+        names = ", ".join(f"'{s.name}'" for s in scan.sources)
+        raise MelanomaError(f"config key 'data.validation_source': no source named '{source}' "
+                            f"(sources: {names})")
+    validation = [u for u in units if any(i.source == source for i in u)]
+    train = [u for u in units if not any(i.source == source for i in u)]
+    if not validation or not train:
+        raise MelanomaError(f"validation source '{source}' leaves "
+                            f"{'nothing to validate on' if not validation else 'nothing to train on'}")
+    return train, validation
 
 
 def split_dataset(
@@ -64,29 +83,24 @@ def split_dataset(
     validation_split: float,
     seed: int,
     drop_conflicts: bool = True,
-    holdout_hashes: set[str] | None = None,
+    holdout: HoldoutIndex | None = None,
     min_images_per_class: int = 2,
+    *,
+    trust_source: str | None = None,
+    near_duplicate_distance: int | None = None,
+    validation_source: str | None = None,
 ) -> Split:
-    """Stratified split by content: identical files always land on the same side."""
-    from sklearn.model_selection import train_test_split
-
-    units, dropped = clean_files(scan, drop_conflicts, holdout_hashes or set())
-    labels = [unit[0].label for unit in units]
-    counts = {name: labels.count(name) for name in scan.classes}
-    too_few = [f"'{name}' ({n})" for name, n in counts.items() if n < min_images_per_class]
-    if too_few:
-        raise MelanomaError(
-            f"class folder(s) {', '.join(too_few)} in '{scan.root}' have fewer than "
-            f"{min_images_per_class} usable images after cleaning"
-        )
-    try:
-        train_units, val_units = train_test_split(
-            units, test_size=validation_split, random_state=seed, stratify=labels
-        )
-    except ValueError as exc:
-        raise MelanomaError(f"cannot split '{scan.root}' {validation_split:.0%}: {exc}") from exc
+    """De-duplicate, then split so that no lesion or duplicate cluster is on both sides."""
+    cleaned = clean_images(scan.images, drop_conflicts=drop_conflicts, trust_source=trust_source,
+                           max_distance=near_duplicate_distance, holdout=holdout)
+    _check_sizes(cleaned.units, scan, min_images_per_class)
+    if validation_source is not None:
+        train_units, val_units = _source_split(cleaned.units, validation_source, scan)
+    else:
+        train_units, val_units = _random_split(cleaned.units, validation_split, seed, scan.where)
 
     def flatten(chosen: list[list[ImageFile]]) -> list[ImageFile]:
         return sorted((f for unit in chosen for f in unit), key=lambda f: str(f.path))
 
-    return Split(scan.classes, flatten(train_units), flatten(val_units), dropped)
+    return Split(scan.classes, flatten(train_units), flatten(val_units), _dropped(cleaned),
+                 cleaned.counts, cleaned.resolved)

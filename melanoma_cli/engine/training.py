@@ -17,6 +17,7 @@ restart too, so a resumed run is close to, not bit-identical with, an uninterrup
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -34,9 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from melanoma_cli.config import Config, StageConfig, load_config
+from melanoma_cli.config import Config, SourceConfig, StageConfig, load_config
 from melanoma_cli.data.images import Unreadable
 from melanoma_cli.data.preparation import PreparedData, prepare_data
+from melanoma_cli.data.sources import source_name
 from melanoma_cli.data.split import Split
 from melanoma_cli.engine.metrics import summary, threshold_for_sensitivity
 from melanoma_cli.runtime.run_folder import (
@@ -425,27 +427,34 @@ def _refuse_output_inside(out: Path, inputs: Sequence[Path]) -> None:
             raise MelanomaError(f"refusing to write run folder '{out}' inside input folder '{folder}'")
 
 
+def _source_record(config: Config, sources: Sequence[SourceConfig]) -> list[dict[str, Any]]:
+    """Every source with an absolute path, as model.json records it (enough to resume)."""
+    return [{**dataclasses.asdict(spec), "path": str(Path(spec.path).absolute()),
+             "name": source_name(spec)} for spec in [*config.data.sources, *sources]]
+
+
 def train(
     config: Config,
-    data_dir: Path,
+    sources: Sequence[SourceConfig],
     out: Path,
     *,
     overwrite: bool = False,
     holdout_dirs: Sequence[Path] = (),
     progress: ProgressHook | None = None,
 ) -> TrainResult:
-    """Train a model on `data_dir` and write a complete run folder to `out`."""
+    """Train a model on the config's and the given sources and write a run folder to `out`."""
     report = progress or (lambda kind, values: None)
-    data_dir = Path(data_dir)
     holdouts = [Path(p).absolute() for p in [*config.data.holdout_dirs, *holdout_dirs]]
-    _refuse_output_inside(out, [data_dir, *holdouts])
+    recorded = _source_record(config, sources)
+    _refuse_output_inside(out, [Path(s["path"]) for s in recorded] + holdouts)
     check_run_folder(out, overwrite)  # before the slow part; nothing is replaced until data is ready
-    report("status", {"message": f"scanning and decoding {data_dir}"})
-    data = prepare_data(config, data_dir, holdouts)
+    report("status", {"message": "scanning and decoding " + ", ".join(s["path"] for s in recorded)})
+    data = prepare_data(config, sources, holdouts)
     prepare_run_folder(out, overwrite)
     write_text(out / CONFIG_FILE, config.to_yaml())
     write_text(out / SPLIT_FILE, _split_csv(data.split))
-    record = {"data_dir": str(data_dir.absolute()), "holdout_dirs": [str(p) for p in holdouts]}
+    record = {"data_dir": recorded[0]["path"] if recorded else None, "sources": recorded,
+              "holdout_dirs": [str(p) for p in holdouts]}
     run = _Run(config, out, data, record, TrainState(), report)
     _model_info(run, "incomplete", None, record).save(out)  # a crash leaves a resumable run
     return _train_run(run)
@@ -475,10 +484,10 @@ def _load_run(run_dir: Path) -> tuple[Config, ModelInfo, TrainState]:
     return config, info, state
 
 
-def _check_same_data(run_dir: Path, info: ModelInfo, data: PreparedData, data_dir: Path) -> None:
+def _check_same_data(run_dir: Path, info: ModelInfo, data: PreparedData) -> None:
     """A resumed run must see the data it was trained on: same classes, same split by content."""
     if data.classes != info.classes:
-        raise MelanomaError(f"cannot resume '{run_dir}': the classes in '{data_dir}' "
+        raise MelanomaError(f"cannot resume '{run_dir}': the classes in the data "
                             f"({', '.join(data.classes)}) are not the run's ({', '.join(info.classes)})")
     try:
         with (run_dir / SPLIT_FILE).open(newline="", encoding="utf-8") as handle:
@@ -488,38 +497,49 @@ def _check_same_data(run_dir: Path, info: ModelInfo, data: PreparedData, data_di
     current = Counter(row[1:] for row in _split_rows(data.split))
     if current != recorded:
         differ = sum(((recorded - current) + (current - recorded)).values())
-        raise MelanomaError(f"cannot resume '{run_dir}': the data in '{data_dir}' does not give the "
-                            f"split recorded in {SPLIT_FILE} ({differ} file(s) differ)")
+        raise MelanomaError(f"cannot resume '{run_dir}': the data does not give the split recorded "
+                            f"in {SPLIT_FILE} ({differ} file(s) differ)")
 
 
-def _recorded_inputs(run_dir: Path, info: ModelInfo, data_dir: Path | None) -> dict[str, Any]:
-    """The data folder (`data_dir` if given) and holdout folders recorded in model.json."""
+def _recorded_inputs(run_dir: Path, info: ModelInfo, moved: Sequence[SourceConfig]) -> dict[str, Any]:
+    """The sources (`moved` ones if given) and holdout folders recorded in model.json."""
     training = info.training if isinstance(info.training, dict) else {}
-    data = str(Path(data_dir).absolute()) if data_dir is not None else training.get("data_dir")
+    sources = training.get("sources")
+    if sources is None and isinstance(training.get("data_dir"), str):  # a run of version 0.1
+        sources = [{"path": training["data_dir"]}]
     holdouts = training.get("holdout_dirs", [])
-    if not isinstance(data, str):
+    if not moved and not (isinstance(sources, list) and sources):
         raise MelanomaError(f"run '{run_dir}' does not record its data folder; give it with --data")
     if not isinstance(holdouts, list) or not all(isinstance(p, str) for p in holdouts):
         raise MelanomaError(f"model info '{run_dir / INFO_FILE}': 'training.holdout_dirs' must be "
                             "a list of folders")
-    return {"data_dir": data, "holdout_dirs": holdouts}
+    if moved:
+        sources = [{**dataclasses.asdict(spec), "path": str(Path(spec.path).absolute())} for spec in moved]
+    try:
+        specs = [SourceConfig(**source) for source in sources]
+    except TypeError as exc:
+        raise MelanomaError(f"model info '{run_dir / INFO_FILE}': 'training.sources' is damaged") from exc
+    return {"data_dir": specs[0].path, "sources": [dataclasses.asdict(s) for s in specs],
+            "holdout_dirs": holdouts}
 
 
-def resume(run_dir: Path, data_dir: Path | None = None, progress: ProgressHook | None = None) -> TrainResult:
+def resume(run_dir: Path, sources: Sequence[SourceConfig] = (),
+           progress: ProgressHook | None = None) -> TrainResult:
     """Continue the run in `run_dir` from its last completed epoch, with its own config.
 
-    The data folder and holdout folders are the ones recorded in model.json; `data_dir`
-    points elsewhere (e.g. after the data moved). The split must come out the same.
+    The sources and holdout folders are the ones recorded in model.json; `sources` replace
+    them (e.g. after the data moved). The split must come out the same.
     """
     report = progress or (lambda kind, values: None)
     run_dir = Path(run_dir)
     config, info, state = _load_run(run_dir)
-    record = _recorded_inputs(run_dir, info, data_dir)
+    record = _recorded_inputs(run_dir, info, sources)
+    specs = [SourceConfig(**source) for source in record["sources"]]
     report("status", {"message": f"resuming '{run_dir}' after epoch {state.epochs_done}: "
-                                 f"scanning and decoding {record['data_dir']}"})
-    data_dir = Path(record["data_dir"])
-    data = prepare_data(config, data_dir, [Path(p) for p in record["holdout_dirs"]])
-    _check_same_data(run_dir, info, data, data_dir)
+                                 "scanning and decoding " + ", ".join(s.path for s in specs)})
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, sources=[]))
+    data = prepare_data(config, specs, [Path(p) for p in record["holdout_dirs"]])
+    _check_same_data(run_dir, info, data)
     return _train_run(_Run(config, run_dir, data, record, state, report))
 
 

@@ -1,0 +1,221 @@
+"""One image, one copy, one label: duplicates across sources, label conflicts, lesion groups.
+
+Two files show the same picture when they have the same bytes, the same ISIC archive id in
+their file names, or perceptual hashes within a small Hamming distance AND 16x16 thumbnails
+that differ by at most a few grey levels (the same picture at another size or compression;
+on dermoscopy a hash alone also matches different lesions that merely look alike).
+
+Copies of one picture form a cluster: one copy is kept (the largest, then the first source
+listed), and a cluster whose copies disagree on the label is a conflict, dropped unless a
+trusted source settles it. Pictures that share a lesion (the
+source's `group`) or a cluster form a unit, which a split never cuts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from melanoma_cli.data.scan import THUMBNAIL_SIZE, ImageFile
+
+ISIC_ID = re.compile(r"^ISIC_\d{7}", re.IGNORECASE)
+THUMBNAIL_VALUES = THUMBNAIL_SIZE * THUMBNAIL_SIZE * 3
+THUMBNAIL_TOLERANCE = 4.0  # mean absolute difference (0-255) of two copies' 16x16 thumbnails
+COUNT_KEYS = ("images", "kept", "duplicates", "conflicts", "holdout")
+
+
+class _UnionFind:
+    """Disjoint sets over 0..n-1 (path halving, union by index)."""
+
+    def __init__(self, size: int) -> None:
+        self.parent = list(range(size))
+
+    def find(self, item: int) -> int:
+        while self.parent[item] != item:
+            self.parent[item] = self.parent[self.parent[item]]
+            item = self.parent[item]
+        return item
+
+    def union(self, a: int, b: int) -> None:
+        a, b = self.find(a), self.find(b)
+        if a != b:
+            self.parent[max(a, b)] = min(a, b)
+
+    def link_equal(self, keys: Sequence[object | None]) -> None:
+        """Join every pair of items whose key is equal (None joins nothing)."""
+        first: dict[object, int] = {}
+        for index, key in enumerate(keys):
+            if key is not None:
+                self.union(first.setdefault(key, index), index)
+
+    def groups(self) -> dict[int, list[int]]:
+        result: dict[int, list[int]] = defaultdict(list)
+        for index in range(len(self.parent)):
+            result[self.find(index)].append(index)
+        return result
+
+
+def isic_id(image: ImageFile) -> str | None:
+    """The ISIC archive id a file name starts with (ISIC_0024306), if any."""
+    match = ISIC_ID.match(image.path.stem)
+    return match.group(0).upper() if match else None
+
+
+@dataclass
+class Fingerprints:
+    """Perceptual hashes and thumbnails of the images that have them, by position."""
+
+    positions: list[int]
+    hashes: np.ndarray  # uint64
+    thumbnails: np.ndarray  # (n, 768) float32
+
+    @classmethod
+    def of(cls, images: Sequence[ImageFile]) -> Fingerprints:
+        positions = [n for n, image in enumerate(images) if image.phash and image.thumbnail]
+        hashes = np.array([int(images[n].phash, 16) for n in positions], dtype=np.uint64)
+        thumbs = [np.frombuffer(images[n].thumbnail, np.uint8) for n in positions]
+        return cls(positions, hashes, np.array(thumbs, np.float32).reshape(len(positions), THUMBNAIL_VALUES))
+
+    def same_pictures(self, other: Fingerprints, max_distance: int,
+                      block: int = 1024) -> Iterator[tuple[int, int]]:
+        """(position here, position there) of every pair that shows the same picture."""
+        for start in range(0, len(self.hashes), block):
+            distance = np.bitwise_count(self.hashes[start:start + block, None] ^ other.hashes[None, :])
+            rows, cols = np.nonzero(distance <= max_distance)
+            rows += start
+            close = np.abs(self.thumbnails[rows] - other.thumbnails[cols]).mean(axis=1)
+            for i, j in zip(rows[close <= THUMBNAIL_TOLERANCE].tolist(),
+                            cols[close <= THUMBNAIL_TOLERANCE].tolist(), strict=True):
+                yield self.positions[i], other.positions[j]
+
+
+@dataclass
+class HoldoutIndex:
+    """What identifies a held-out image: content hash, ISIC id, perceptual hash."""
+
+    sha256: set[str] = field(default_factory=set)
+    ids: set[str] = field(default_factory=set)
+    fingerprints: Fingerprints | None = None
+
+    @classmethod
+    def of(cls, images: Sequence[ImageFile]) -> HoldoutIndex:
+        return cls({i.sha256 for i in images}, {i for i in map(isic_id, images) if i},
+                   Fingerprints.of(images))
+
+    def matches(self, images: Sequence[ImageFile], max_distance: int | None) -> set[int]:
+        """Indices of `images` that are copies of a held-out image."""
+        hit = {n for n, image in enumerate(images)
+               if image.sha256 in self.sha256 or isic_id(image) in self.ids}
+        if max_distance is not None and self.fingerprints is not None:
+            pairs = Fingerprints.of(images).same_pictures(self.fingerprints, max_distance)
+            hit.update(n for n, _ in pairs)
+        return hit
+
+
+@dataclass
+class Cleaned:
+    """Units of kept images (a unit never straddles a split) and the account of what went."""
+
+    units: list[list[ImageFile]]
+    counts: dict[str, dict[str, int]]  # per source: images, kept, duplicates, conflicts, holdout
+    conflicts: list[list[ImageFile]]  # clusters whose copies disagree on the label
+    resolved: int = 0  # conflicts settled by the trusted source
+
+    def totals(self) -> dict[str, int]:
+        """Counts summed over sources."""
+        return {key: sum(c[key] for c in self.counts.values()) for key in COUNT_KEYS}
+
+
+def _clusters(images: Sequence[ImageFile], max_distance: int | None) -> _UnionFind:
+    """Copies of one picture joined: same bytes, same ISIC id, near-identical perceptual hash."""
+    found = _UnionFind(len(images))
+    found.link_equal([i.sha256 for i in images])
+    found.link_equal([isic_id(i) for i in images])
+    if max_distance is not None:
+        fingerprints = Fingerprints.of(images)
+        for i, j in fingerprints.same_pictures(fingerprints, max_distance):
+            found.union(i, j)
+    return found
+
+
+def _keep_order(source_order: dict[str, int]):
+    """Sort key: the copy to keep comes first (largest, then first source, then path)."""
+    return lambda i: (-i.width * i.height, source_order.get(i.source, 0), str(i.path))
+
+
+def clean_images(
+    images: Sequence[ImageFile],
+    *,
+    drop_conflicts: bool = True,
+    trust_source: str | None = None,
+    max_distance: int | None = None,
+    holdout: HoldoutIndex | None = None,
+) -> Cleaned:
+    """One copy per picture, conflicts dropped or settled, held-out pictures removed."""
+    sources = list(dict.fromkeys(i.source for i in images))
+    order = _keep_order({name: n for n, name in enumerate(sources)})
+    counts = {name: dict.fromkeys(COUNT_KEYS, 0) for name in sources}
+    for image in images:
+        counts[image.source]["images"] += 1
+    clusters = _clusters(images, max_distance)
+    held = holdout.matches(images, max_distance) if holdout else set()
+    lesions = _UnionFind(len(images))
+    lesions.parent = list(clusters.parent)  # a unit holds whole clusters, plus whole lesions
+    lesions.link_equal([(i.source, i.group) if i.group else None for i in images])
+    kept: list[int] = []
+    conflicts: list[list[ImageFile]] = []
+    resolved = 0
+    for members in clusters.groups().values():
+        copies = sorted((images[n] for n in members), key=order)
+        if any(n in held for n in members):
+            for image in copies:
+                counts[image.source]["holdout"] += 1
+            continue
+        chosen = copies[:1]
+        if len({i.label for i in copies}) > 1:
+            conflicts.append(copies)
+            trusted = {i.label for i in copies if i.source == trust_source}
+            if len(trusted) == 1:
+                chosen = [dataclasses.replace(copies[0], label=trusted.pop())]
+                resolved += 1
+            elif drop_conflicts:
+                for image in copies:
+                    counts[image.source]["conflicts"] += 1
+                continue
+            else:  # keep one copy per label, on one side of the split
+                chosen = list({i.label: i for i in reversed(copies)}.values())
+        for image in copies:
+            if image.path not in {c.path for c in chosen}:
+                counts[image.source]["duplicates"] += 1
+        for image in chosen:
+            counts[image.source]["kept"] += 1
+        index = {images[n].path: n for n in members}
+        kept.extend(index[c.path] for c in chosen)
+        images = _with_label(images, index, chosen)
+    units: dict[int, list[ImageFile]] = defaultdict(list)
+    for n in kept:
+        units[lesions.find(n)].append(images[n])
+    ordered = sorted((sorted(u, key=lambda i: str(i.path)) for u in units.values()),
+                     key=lambda u: str(u[0].path))
+    return Cleaned(ordered, counts, conflicts, resolved)
+
+
+def _with_label(images: Sequence[ImageFile], index: dict, chosen: list[ImageFile]) -> Sequence[ImageFile]:
+    """`images` with the chosen copies (possibly relabelled) in their places."""
+    changed = [c for c in chosen if images[index[c.path]].label != c.label]
+    if not changed:
+        return images
+    images = list(images)
+    for image in changed:
+        images[index[image.path]] = image
+    return images
+
+
+def unit_label(unit: Sequence[ImageFile]) -> str:
+    """The label a unit is stratified by: its most common one."""
+    return Counter(i.label for i in unit).most_common(1)[0][0]
