@@ -64,6 +64,8 @@ class AugmentConfig:
     translation: float = 0.0
     contrast: float = 0.1
     brightness: float = 0.1
+    saturation: float = 0.0  # random saturation change up to this fraction
+    hue: float = 0.0  # random hue shift up to this fraction of the colour wheel
 
 
 @dataclass
@@ -107,6 +109,7 @@ class ModelConfig:
         "efficientnetv2_b0",
     ] = "none"
     weights: str = "none"
+    color_constancy: Literal["none", "shades_of_gray"] = "none"  # inside the model: predict applies it too
     filters: list[int] = field(default_factory=lambda: [32, 64, 128])
     convs_per_block: int = 1
     kernel_size: int = 3
@@ -262,6 +265,8 @@ def _check_ranges(config: Config) -> None:
         (0 <= config.augment.translation < 1, "augment.translation", "must be in [0, 1)"),
         (0 <= config.augment.contrast < 1, "augment.contrast", "must be in [0, 1)"),
         (0 <= config.augment.brightness < 1, "augment.brightness", "must be in [0, 1)"),
+        (0 <= config.augment.saturation < 1, "augment.saturation", "must be in [0, 1)"),
+        (0 <= config.augment.hue <= 0.5, "augment.hue", "must be in [0, 0.5]"),
     ]
     classes = config.data.classes
     if classes is not None:

@@ -32,6 +32,12 @@ def build_augmenter(config: AugmentConfig, seed: int):
     if config.brightness > 0:
         layers.append(keras.layers.RandomBrightness(config.brightness, value_range=(0, 255),
                                                     seed=seed + 5))
+    if config.saturation > 0:
+        layers.append(keras.layers.RandomSaturation(
+            (0.5 - config.saturation / 2, 0.5 + config.saturation / 2), value_range=(0, 255),
+            seed=seed + 6))
+    if config.hue > 0:
+        layers.append(keras.layers.RandomHue(config.hue, value_range=(0, 255), seed=seed + 7))
     return keras.Sequential(layers, name="augmentation") if layers else None
 
 

@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 
 from melanoma_cli.data.images import Unreadable
-from melanoma_cli.data.scan import DatasetScan, scan_dataset
+from melanoma_cli.data.sources import SourceListing, list_source, parse_source
 from melanoma_cli.engine.metrics import BOOTSTRAP_RESAMPLES, evaluation_report, melanoma_flags
 from melanoma_cli.engine.prediction import ProgressHook, classify_batches, resolve_threshold
+from melanoma_cli.engine.taxonomy import TaxonomyChoice, resolve_taxonomy
 from melanoma_cli.runtime.classifier import Classifier
 from melanoma_cli.runtime.run_folder import INFO_FILE
 from melanoma_cli.utils.atomic import write_text, write_with
@@ -32,6 +33,7 @@ class EvaluationResult:
     skipped: list[Unreadable]
     model: Path
     test_dir: Path
+    listing: SourceListing | None = None  # what reading the test set passed over
 
     def summary(self) -> dict[str, Any]:
         """The report with its provenance (what --json prints and metrics.json holds)."""
@@ -43,16 +45,12 @@ class EvaluationResult:
         }
 
 
-def _class_indices(scan: DatasetScan, classes: list[str]) -> dict[str, int]:
-    """Model output index of each test class folder; refuses classes the model does not know."""
-    unknown = [name for name in scan.classes if name not in classes]
-    if unknown:
-        names = ", ".join(f"'{name}'" for name in unknown)
-        raise MelanomaError(
-            f"test folder '{scan.root}' has class folder(s) the model does not know: {names} "
-            f"(model classes: {', '.join(classes)})"
-        )
-    return {name: classes.index(name) for name in scan.classes}
+def _test_entries(test_dir: Path) -> tuple[SourceListing, str]:
+    """The labelled files of a test set (folder per class, or labels CSV), and how to name it."""
+    listing = list_source(parse_source(str(test_dir)))
+    if listing.kind == "csv":
+        return listing, f"test set '{test_dir}' has label(s)"
+    return listing, f"test folder '{test_dir}' has class folder(s)"
 
 
 def evaluate_folder(
@@ -62,34 +60,40 @@ def evaluate_folder(
     batch_size: int = 64,
     progress: ProgressHook | None = None,
     resamples: int = BOOTSTRAP_RESAMPLES,
+    taxonomy: TaxonomyChoice = "auto",
+    merges: dict[str, list[str]] | None = None,
 ) -> EvaluationResult:
-    """Classify every readable image in test_dir/<class>/ and compute the full report.
+    """Classify every readable image of a test set and compute the full report.
 
-    Class folders are matched to the model's classes by name; unreadable files are skipped.
+    The test set is a folder per class or a labels CSV. Its labels are matched to the model's
+    classes by name; coarser test classes sum the probabilities of the model classes they
+    merge (see `taxonomy`). Unreadable files are skipped.
     """
     report = progress or (lambda kind, values: None)
     test_dir = Path(test_dir)
-    report("status", {"message": f"scanning {test_dir}"})
-    scan = scan_dataset(test_dir)
-    index_of = _class_indices(scan, classifier.classes)
-    files = [image.path for image in scan.images]
+    report("status", {"message": f"reading {test_dir}"})
+    listing, has_unknown = _test_entries(test_dir)
+    classes = resolve_taxonomy(classifier.classes, {e.label for e in listing.entries}, has_unknown,
+                               taxonomy, merges)
+    files = [entry.path for entry in listing.entries]
     kept: list[int] = []
     rows: list[np.ndarray] = []
-    skipped = list(scan.unreadable)
+    skipped = list(listing.unreadable)
     for batch in classify_batches(classifier, files, batch_size, progress):
         kept.extend(batch.indices)
         rows.append(batch.probabilities)
         skipped.extend(batch.unreadable)
     if not kept:
         raise MelanomaError(f"test folder '{test_dir}' has no readable images")
-    labels = np.array([index_of[scan.images[i].label] for i in kept], dtype=np.int64)
-    probabilities = np.concatenate(rows)
+    labels = np.array([classes.classes.index(listing.entries[i].label) for i in kept], dtype=np.int64)
+    probabilities = classes.merge(np.concatenate(rows))
     report("status", {"message": "computing metrics and bootstrap confidence intervals"})
-    metrics = evaluation_report(labels, probabilities, classifier.classes,
-                                classifier.melanoma_class, resolve_threshold(classifier, threshold),
-                                resamples)
+    melanoma = classifier.melanoma_class if classifier.melanoma_class in classes.classes else None
+    metrics = evaluation_report(labels, probabilities, classes.classes, melanoma,
+                                resolve_threshold(classifier, threshold), resamples)
+    metrics["taxonomy"] = {"name": classes.name, "merged": classes.merged(classifier.classes)}
     return EvaluationResult(metrics, [files[i] for i in kept], labels, probabilities, skipped,
-                            classifier.source, test_dir)
+                            classifier.source, test_dir, listing)
 
 
 def _write_predictions(result: EvaluationResult, path: Path) -> None:

@@ -324,7 +324,7 @@ def _model_info(run: _Run, status: str, threshold: float | None, training: dict)
 
 def _initial_model(keras, run: _Run):
     """A new model, or for a resumed run the last one with its optimizer state."""
-    from melanoma_cli.models.build import build_model
+    from melanoma_cli.models.build import build_model  # also registers the model's own layers
 
     if run.state.epochs_done == 0:
         return build_model(run.config.model, len(run.data.classes), run.config.data.image_size)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from melanoma_cli.config import ModelConfig
+from melanoma_cli.models.color_constancy import ShadesOfGray
 from melanoma_cli.utils.tensorflow import import_keras
 
 
@@ -31,15 +32,17 @@ def build_model(config: ModelConfig, num_classes: int, image_size: int):
     """
     keras = import_keras()
     layers = keras.layers
-    inputs = keras.Input((image_size, image_size, 3), name="image")
+    inputs = x = keras.Input((image_size, image_size, 3), name="image")
+    if config.color_constancy == "shades_of_gray":
+        x = ShadesOfGray(name="shades_of_gray")(x)
     if config.backbone == "none":
-        x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+        x = layers.Rescaling(1.0 / 255, name="rescale")(x)
         x = _conv_blocks(x, config)
     else:
         from melanoma_cli.models.backbones.registry import build_backbone
 
         backbone = build_backbone(config.backbone, config.weights, image_size)
-        x = backbone(inputs, training=False)  # BatchNorm stays in inference mode when fine-tuned
+        x = backbone(x, training=False)  # BatchNorm stays in inference mode when fine-tuned
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     if config.dense_units > 0:
         x = layers.Dropout(config.dropout, name="dense_dropout")(x)

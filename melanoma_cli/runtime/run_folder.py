@@ -139,6 +139,7 @@ class LoadedModel:
 
 def load_model(model: Path | str) -> LoadedModel:
     """Load a run folder or .keras file; check that model.json agrees with the network."""
+    import melanoma_cli.models.color_constancy  # noqa: F401  (registers the layer a model may hold)
     from melanoma_cli.utils.tensorflow import import_keras
 
     model_file, info_file = resolve_model_path(Path(model))
