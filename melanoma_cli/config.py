@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import hashlib
@@ -300,7 +301,7 @@ def _apply_override(values: dict[str, Any], override: str) -> None:
 
 def parse_config(values: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Build a validated Config from a raw mapping plus `key=value` overrides."""
-    values = json.loads(json.dumps(values))  # deep copy of plain data
+    values = copy.deepcopy(values)
     for override in overrides:
         _apply_override(values, override)
     config = _build(Config, values, "")
