@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
+from melanoma_cli.models.backbones.registry import Backbone
 from melanoma_cli.utils.errors import MelanomaError
 
 BUNDLED_CONFIG_DIRS = (
@@ -79,16 +80,7 @@ class StageConfig:
 class ModelConfig:
     """The network: a custom CNN (`backbone: none`) or a pretrained backbone with a new head."""
 
-    backbone: Literal[
-        "none",
-        "efficientnet_lite0",
-        "mobilenet",
-        "mobilenet_v2",
-        "mobilenet_v3_small",
-        "mobilenet_v3_large",
-        "efficientnet_b0",
-        "efficientnetv2_b0",
-    ] = "none"
+    backbone: Literal["none", Backbone] = "none"
     weights: str = "none"
     filters: list[int] = field(default_factory=lambda: [32, 64, 128])
     convs_per_block: int = 1
