@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLASSES, lesion_image
+from conftest import CLASSES, FakeClassifier, lesion_image
 from PIL import Image
-from test_evaluate import FakeClassifier
 from typer.testing import CliRunner
 
 from melanoma_cli.cli import app
