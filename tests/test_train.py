@@ -52,7 +52,7 @@ def test_json_summary_and_no_training_data_modified(tmp_path):
     assert tree_hashes(data) == before
 
 
-def test_refuses_to_overwrite_a_run_unless_asked(tmp_path, trained_run):
+def test_refuses_to_overwrite_a_run_unless_asked(tmp_path):
     data = make_dataset(tmp_path / "data", per_class=6)
     out = tmp_path / "run"
     out.mkdir()
