@@ -85,9 +85,3 @@ def run_child(args: list[str], cwd: Path | None = None) -> Child:
         if process.returncode != 0:
             raise RuntimeError(f"{' '.join(map(str, args))} failed ({process.returncode}):\n{err.read()}")
         return Child(out.read(), wall, round(usage.ru_maxrss / 1024, 1))
-
-
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2

@@ -23,10 +23,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_DATA, MELANOMA, REPO, emit, median, run_child
+from _common import DEFAULT_DATA, MELANOMA, REPO, emit, run_child
 
 BUNDLED = REPO / "melanoma_cli" / "default_model"
 ENGINES = ("litert", "keras")

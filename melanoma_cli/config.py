@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import hashlib
@@ -14,6 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
+from melanoma_cli.models.backbones.registry import Backbone
 from melanoma_cli.utils.errors import MelanomaError
 
 BUNDLED_CONFIG_DIRS = (
@@ -98,16 +100,7 @@ class StageConfig:
 class ModelConfig:
     """The network: a custom CNN (`backbone: none`) or a pretrained backbone with a new head."""
 
-    backbone: Literal[
-        "none",
-        "efficientnet_lite0",
-        "mobilenet",
-        "mobilenet_v2",
-        "mobilenet_v3_small",
-        "mobilenet_v3_large",
-        "efficientnet_b0",
-        "efficientnetv2_b0",
-    ] = "none"
+    backbone: Literal["none", Backbone] = "none"
     weights: str = "none"
     color_constancy: Literal["none", "shades_of_gray"] = "none"  # inside the model: predict applies it too
     filters: list[int] = field(default_factory=lambda: [32, 64, 128])
@@ -332,7 +325,7 @@ def _apply_override(values: dict[str, Any], override: str) -> None:
 
 def parse_config(values: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Build a validated Config from a raw mapping plus `key=value` overrides."""
-    values = json.loads(json.dumps(values))  # deep copy of plain data
+    values = copy.deepcopy(values)
     for override in overrides:
         _apply_override(values, override)
     config = _build(Config, values, "")

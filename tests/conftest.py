@@ -1,9 +1,10 @@
-"""Shared fixtures: tiny synthetic folder-per-class datasets made on the fly."""
+"""Shared fixtures: tiny synthetic folder-per-class datasets made on the fly, a stand-in classifier."""
 
 from __future__ import annotations
 
 import hashlib
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,26 @@ def tree_hashes(root: Path) -> dict[str, str]:
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*")) if p.is_file()
     }
+
+
+@dataclass
+class FakeClassifier:
+    """Gives class `favourite` probability 0.7 for every image; records its batch sizes."""
+
+    classes: list[str]
+    favourite: int = 0
+    image_size: int = 16
+    melanoma_class: str | None = "melanoma"
+    melanoma_threshold: float | None = None
+    source: Path = Path("fake/model.keras")
+    batches: list[int] = field(default_factory=list)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        assert images.dtype == np.uint8 and images.shape[1:] == (16, 16, 3)
+        self.batches.append(len(images))
+        probabilities = np.full((len(images), len(self.classes)), 0.3 / (len(self.classes) - 1))
+        probabilities[:, self.favourite] = 0.7
+        return probabilities
 
 
 TINY_OVERRIDES = [

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from melanoma_cli.config import Config, bundled_config_names, find_config, load_config
+from melanoma_cli.config import bundled_config_names, find_config, load_config
 from melanoma_cli.utils.errors import MelanomaError
 
 BUNDLED = ("baseline.yaml", "augmented.yaml", "final.yaml")
 
 
-@pytest.mark.parametrize("name", BUNDLED)
-def test_bundled_configs_load_from_any_directory(name, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("name", "augment", "rebalance", "backbone", "stages"), [
+    ("baseline.yaml", False, False, "none", []),
+    ("augmented.yaml", True, False, "none", []),
+    ("final.yaml", True, True, "efficientnet_lite0", [(4, "head"), (8, "6")]),
+])
+def test_bundled_configs_load_from_any_directory(name, augment, rebalance, backbone, stages, tmp_path,
+                                                 monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = load_config(name)
-    assert isinstance(config, Config)
+    assert (config.augment.enabled, config.rebalance.enabled) == (augment, rebalance)
+    assert config.model.backbone == backbone
+    assert [(stage.epochs, stage.trainable) for stage in config.train.stages] == stages
     assert find_config(name.removesuffix(".yaml")) == find_config(name)
 
 
@@ -70,6 +78,8 @@ def test_integer_is_accepted_where_a_number_is_expected():
         ({"model": {"backbone": "resnet"}}, "config key 'model.backbone': expected one of"),
         ({"train": {"stages": [{"epochs": 1, "trainable": "some"}]}}, "train.stages[0].trainable"),
         ({"data": "big"}, "config key 'data': expected a mapping"),
+        ({"train": {"melanoma_class": datetime.date(2020, 1, 1)}},  # YAML reads 2020-01-01 as a date
+         "config key 'train.melanoma_class': expected a string, got datetime.date(2020, 1, 1)"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, values, message):

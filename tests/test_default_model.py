@@ -49,7 +49,7 @@ def test_predict_examples_uses_the_bundled_model():
     assert "bundled" in result.stderr
 
 
-def test_predict_without_model_uses_the_bundled_one(tmp_path):
+def test_predict_without_model_uses_the_bundled_one():
     image = next(EXAMPLES.glob("melanoma__*.jpg"))
     result = runner.invoke(app, ["predict", str(image)])
     assert result.exit_code == 0, result.output

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import CLASSES, make_dataset
+from conftest import CLASSES, FakeClassifier, make_dataset
 from typer.testing import CliRunner
 
 from melanoma_cli.cli import app
@@ -18,26 +16,6 @@ from melanoma_cli.engine.evaluation import evaluate_folder
 runner = CliRunner()
 REQUIRED = {"n", "classes", "accuracy", "balanced_accuracy", "macro_auc", "per_class", "melanoma",
             "confusion_matrix"}
-
-
-@dataclass
-class FakeClassifier:
-    """Gives class `favourite` probability 0.7 for every image; records its batch sizes."""
-
-    classes: list[str]
-    favourite: int = 0
-    image_size: int = 16
-    melanoma_class: str | None = "melanoma"
-    melanoma_threshold: float | None = None
-    source: Path = Path("fake/model.keras")
-    batches: list[int] = field(default_factory=list)
-
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        assert images.dtype == np.uint8 and images.shape[1:] == (16, 16, 3)
-        self.batches.append(len(images))
-        probabilities = np.full((len(images), len(self.classes)), 0.3 / (len(self.classes) - 1))
-        probabilities[:, self.favourite] = 0.7
-        return probabilities
 
 
 def evaluate(*args) -> object:

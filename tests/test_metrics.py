@@ -15,6 +15,7 @@ from melanoma_cli.engine.metrics import (
     evaluation_report,
     melanoma_flags,
     roc_auc,
+    summary,
     wilson_interval,
 )
 
@@ -150,5 +151,28 @@ def test_absent_class_and_no_melanoma_class_give_nulls_not_nan():
     assert absent["accuracy"] is None and absent["accuracy_ci"] is None
     assert absent["auc"] is None and absent["auc_ci"] is None
     assert report["melanoma"] is None
-    assert report["macro_auc"] is not None
+    nevus, vascular = Y_TRUE[3:] == 1, Y_TRUE[3:] == 2  # dermatofibroma has no AUC: left out
+    expected = (roc_auc_score(nevus, probabilities[:, 0]) + roc_auc_score(vascular, probabilities[:, 1])) / 2
+    assert report["macro_auc"] == pytest.approx(expected)
     json.dumps(report, allow_nan=False)  # raises on NaN or infinity
+
+
+def test_training_summary_per_class_recall_with_an_absent_class():
+    classes = [*CLASSES, "dermatofibroma"]  # a model class with no validation images
+    probabilities = np.hstack([PROBABILITIES, np.zeros((10, 1))])
+    result = summary(Y_TRUE, probabilities, classes)
+    assert result["n"] == 10 and result["accuracy"] == pytest.approx(0.7)
+    assert result["balanced_accuracy"] == pytest.approx((2 / 3 + 3 / 4 + 2 / 3) / 3)
+    assert result["per_class"] == {
+        "melanoma": {"n": 3, "accuracy": pytest.approx(2 / 3)},
+        "nevus": {"n": 4, "accuracy": pytest.approx(3 / 4)},
+        "vascular lesion": {"n": 3, "accuracy": pytest.approx(2 / 3)},
+        "dermatofibroma": {"n": 0, "accuracy": None},
+    }
+
+
+def test_training_summary_of_no_images_is_all_nulls():
+    result = summary(np.array([], int), np.zeros((0, 2)), ["melanoma", "nevus"])
+    assert result == {"n": 0, "accuracy": None, "balanced_accuracy": None,
+                      "per_class": {"melanoma": {"n": 0, "accuracy": None},
+                                    "nevus": {"n": 0, "accuracy": None}}}

@@ -30,6 +30,22 @@ def test_unaugmented_pipeline_keeps_order_and_values():
     assert np.array_equal(np.asarray(batch), images.astype(np.float32))
 
 
+def augmented(images: np.ndarray, seed: int) -> np.ndarray:
+    """One batch of `images` through a fresh default augmenter seeded with `seed`."""
+    augmenter = build_augmenter(AugmentConfig(enabled=True), seed=seed)
+    (batch,) = list(make_dataset(images, None, 3, len(images), augmenter=augmenter, seed=seed))
+    return np.asarray(batch)
+
+
+def test_augmenter_changes_images_and_its_seed_decides_how():
+    images = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    first, again, other = augmented(images, 1), augmented(images, 1), augmented(images, 2)
+    changed = np.abs(first - images).reshape(len(images), -1).max(axis=1)
+    assert (changed > 1).all(), changed  # every image was altered
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first - other).max() > 1
+
+
 def test_decode_converts_modes_and_sizes(tmp_path):
     from PIL import Image
 
@@ -47,22 +63,28 @@ def test_decode_converts_modes_and_sizes(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "overrides",
+    ("overrides", "convs", "norms", "pools", "dropouts", "dense"),
     [
-        ["model.filters=[4]"],
-        ["model.filters=[4, 8, 16]", "model.convs_per_block=2", "model.batch_norm=false"],
-        ["model.pooling=average", "model.block_dropout=0.2", "model.dense_units=0"],
+        (["model.filters=[4]"], [4], 1, ["MaxPooling2D"], ["dense_dropout", "head_dropout"], [128, 4]),
+        (["model.filters=[4, 8, 16]", "model.convs_per_block=2", "model.batch_norm=false"],
+         [4, 4, 8, 8, 16, 16], 0, ["MaxPooling2D"] * 3, ["dense_dropout", "head_dropout"], [128, 4]),
+        (["model.pooling=average", "model.block_dropout=0.2", "model.dense_units=0"],
+         [32, 64, 128], 3, ["AveragePooling2D"] * 3,
+         ["block0_dropout", "block1_dropout", "block2_dropout", "head_dropout"], [4]),
     ],
+    ids=["one-block", "two-convs-no-batchnorm", "average-block-dropout-no-dense"],
 )
-def test_custom_cnn_variants_build_and_output_probabilities(overrides):
-    config = load_config(None, overrides)
-    model = build_model(config.model, num_classes=4, image_size=32)
+def test_custom_cnn_variants_build_the_configured_layers(overrides, convs, norms, pools, dropouts, dense):
+    model = build_model(load_config(None, overrides).model, num_classes=4, image_size=32)
     probabilities = model.predict(np.full((2, 32, 32, 3), 128, np.float32), verbose=0)
     assert probabilities.shape == (2, 4)
     assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
-    has_bn = any("BatchNormalization" in type(layer).__name__ for layer in model.layers)
-    assert has_bn == config.model.batch_norm
-    assert any(type(layer).__name__ == "Dropout" for layer in model.layers)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert [layer.filters for layer in model.layers if type(layer).__name__ == "Conv2D"] == convs
+    assert kinds.count("BatchNormalization") == norms
+    assert [kind for kind in kinds if kind in ("MaxPooling2D", "AveragePooling2D")] == pools
+    assert [layer.name for layer in model.layers if type(layer).__name__ == "Dropout"] == dropouts
+    assert [layer.units for layer in model.layers if type(layer).__name__ == "Dense"] == dense
 
 
 def test_backbone_model_freezes_and_unfreezes_blocks():

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLASSES, lesion_image
+from conftest import CLASSES, FakeClassifier, lesion_image
 from PIL import Image
-from test_evaluate import FakeClassifier
 from typer.testing import CliRunner
 
 from melanoma_cli.cli import app
@@ -72,10 +71,10 @@ def test_predict_files_streams_batch_by_batch(images):
                            progress=lambda kind, values: events.append(kind))
     first = next(stream)
     assert model.batches == [4]  # only the first batch has been decoded and classified
-    assert isinstance(first, Prediction) and first.top_k[0] == ("melanoma", pytest.approx(0.7))
+    assert (first.path, first.top_k[0]) == (paths[0], ("melanoma", pytest.approx(0.7)))
     rest = list(stream)
     assert model.batches == [4, 4, 4, 2]
-    assert sum(isinstance(item, Prediction) for item in [first, *rest]) == 14
+    assert [item.path for item in [first, *rest] if isinstance(item, Prediction)] == readable * 2
     assert [item.path.name for item in rest if isinstance(item, Unreadable)] == ["broken.jpg"]
     assert not any(item.melanoma_flag for item in [first, *rest] if isinstance(item, Prediction))
     assert events == ["start", "batch", "batch", "batch", "batch"]

@@ -27,29 +27,6 @@ HEAVY = ("tensorflow", "keras", "sklearn", "scipy", "matplotlib", "Augmentor")
 TF = ("tensorflow", "keras")
 
 
-def heavy_modules_after(script: str) -> dict:
-    """Run `script` in a fresh interpreter; the heavy modules it left in sys.modules, by label.
-
-    The script calls `check(label)` (all of HEAVY) or `check(label, TF)` after each step.
-    """
-    prelude = (
-        "import json, sys\n"
-        "from typer.testing import CliRunner\n"
-        "from melanoma_cli.cli import app\n"
-        "runner, seen = CliRunner(), {}\n"
-        f"HEAVY, TF = {HEAVY!r}, {TF!r}\n"
-        "def check(label, modules=HEAVY): seen[label] = [m for m in modules if m in sys.modules]\n"
-        "def invoke(*args):\n"
-        "    result = runner.invoke(app, [str(a) for a in args])\n"
-        "    assert result.exit_code == 0, result.output\n"
-    )
-    epilogue = "\nprint(json.dumps(seen))\n"
-    done = subprocess.run([sys.executable, "-c", prelude + script + epilogue], capture_output=True,
-                          text=True, check=False)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.splitlines()[-1])
-
-
 @pytest.fixture(scope="module")
 def exported_run(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the tiny trained run with its LiteRT export."""
@@ -64,30 +41,54 @@ def lesions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("lesions") / "images", per_class=3, size=40)
 
 
-def test_cli_help_inspect_and_rebalance_never_import_tensorflow(tmp_path):
-    data = make_dataset(tmp_path / "data", per_class=2)
-    seen = heavy_modules_after(
-        "check('import melanoma_cli.cli')\n"
-        "for command in ([], ['predict'], ['evaluate'], ['train'], ['export'], ['inspect-dataset']):\n"
-        "    invoke(*command, '--help')\n"
-        "check('--help')\n"
-        f"invoke('inspect-dataset', {str(data)!r}, '--json')\n"
-        "check('inspect-dataset', TF)\n"  # imagehash brings scipy: fine, it is not TensorFlow
-        f"invoke('rebalance', {str(data)!r}, '--out', {str(tmp_path / 'grown')!r}, '--target', '3')\n"
-        "check('rebalance', TF)\n"
+def _help(tmp: Path, request: pytest.FixtureRequest) -> list[list]:
+    commands = ([], ["predict"], ["evaluate"], ["train"], ["export"], ["inspect-dataset"], ["rebalance"],
+                ["info"])
+    return [[*command, "--help"] for command in commands]
+
+
+def _inspect(tmp: Path, request: pytest.FixtureRequest) -> list[list]:
+    data, test = make_dataset(tmp / "data", per_class=2), make_dataset(tmp / "test", per_class=1)
+    return [["inspect-dataset", data, "--test-dir", test, "--json"]]
+
+
+def _rebalance(tmp: Path, request: pytest.FixtureRequest) -> list[list]:
+    return [["rebalance", make_dataset(tmp / "data", per_class=2), "--out", tmp / "grown", "--target", "3"]]
+
+
+def _predict_litert(tmp: Path, request: pytest.FixtureRequest) -> list[list]:
+    run, images = request.getfixturevalue("exported_run"), request.getfixturevalue("lesions")
+    return [["predict", images, "--model", run, "--json"]]
+
+
+# command -> (the CLI calls to make, the modules that must still be unimported after them)
+LIGHT_COMMANDS = {
+    "help": (_help, HEAVY),
+    "inspect-dataset": (_inspect, TF),  # imagehash brings scipy: fine, it is not TensorFlow
+    "rebalance": (_rebalance, TF),
+    "predict-litert": (_predict_litert, HEAVY),
+}
+
+
+@pytest.mark.parametrize("command", list(LIGHT_COMMANDS))
+def test_command_never_imports_tensorflow(command, tmp_path, request):
+    calls, modules = LIGHT_COMMANDS[command]
+    script = (
+        "import json, sys\n"
+        "from typer.testing import CliRunner\n"
+        "from melanoma_cli.cli import app\n"
+        f"for args in {[[str(a) for a in call] for call in calls(tmp_path, request)]!r}:\n"
+        "    result = CliRunner().invoke(app, args)\n"
+        "    assert result.exit_code == 0, (args, result.output)\n"
+        f"print(json.dumps([m for m in {modules!r} if m in sys.modules]))\n"
     )
-    assert seen == {"import melanoma_cli.cli": [], "--help": [], "inspect-dataset": [], "rebalance": []}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == []
 
 
-def test_litert_predict_never_imports_tensorflow(exported_run, lesions):
-    seen = heavy_modules_after(
-        f"invoke('predict', {str(lesions)!r}, '--model', {str(exported_run)!r}, '--json')\n"
-        "check('predict')\n"
-    )
-    assert seen == {"predict": []}
-
-
-def test_export_round_trip_matches_keras(exported_run, lesions):
+def test_export_round_trip_matches_keras(exported_run):
     info = ModelInfo.load(exported_run / INFO_FILE)
     assert info.exports == {"tflite": "model.tflite"}
     assert (exported_run / "model.tflite").stat().st_size > 0

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
 from melanoma_cli.cli.common import handle_errors, out, print_json
+from melanoma_cli.runtime.names import ExportFormat, Quantize
 
 
 @handle_errors
 def export(
     model: Annotated[Path, typer.Option(
         "--model", "-m", help="Run folder, or a .keras file with its model.json beside it.")],
-    fmt: Annotated[Literal["tflite", "savedmodel"], typer.Option(
+    fmt: Annotated[ExportFormat, typer.Option(
         "--format", "-f", help="tflite: a LiteRT flatbuffer that predict runs without TensorFlow; "
                                "savedmodel: a TensorFlow SavedModel folder.")] = "tflite",
-    quantize: Annotated[Literal["dynamic"] | None, typer.Option(
+    quantize: Annotated[Quantize | None, typer.Option(
         "--quantize", help="dynamic: int8 weights, float activations (tflite only; smaller, "
                            "not always faster).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,

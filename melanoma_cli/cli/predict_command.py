@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -14,6 +14,7 @@ from rich.table import Table
 
 from melanoma_cli.cli.common import err, handle_errors, out, print_json, warn
 from melanoma_cli.runtime.default_model import DEFAULT_MODEL_DIR, EXAMPLES_DIR
+from melanoma_cli.runtime.names import Engine
 
 if TYPE_CHECKING:  # the core is imported lazily, so that --help stays instant
     from melanoma_cli.engine.prediction import Prediction
@@ -27,7 +28,7 @@ THRESHOLD_HELP = ("Flag melanoma when p(melanoma) >= T (default: the model's thr
 ThresholdOption = Annotated[float | None, typer.Option(
     "--melanoma-threshold", min=0.0, help=THRESHOLD_HELP)]
 BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="Images per model call.")]
-EngineOption = Annotated[Literal["auto", "keras", "litert"], typer.Option(
+EngineOption = Annotated[Engine, typer.Option(
     "--engine", help="litert: the model's .tflite export, no TensorFlow (fast start); keras: "
                      "model.keras; auto: litert when the export and ai-edge-litert are there.")]
 

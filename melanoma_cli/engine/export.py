@@ -13,24 +13,23 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from melanoma_cli.runtime.litert_engine import interpreter_class, load_litert
+from melanoma_cli.runtime.names import EXPORT_FORMATS, QUANTIZE_MODES, ExportFormat, Quantize
 from melanoma_cli.runtime.run_folder import ModelInfo, load_model, resolve_model_path
 from melanoma_cli.utils.atomic import write_with
 from melanoma_cli.utils.errors import MelanomaError, first_line
 from melanoma_cli.utils.tensorflow import silenced_stderr
 
-Format = Literal["tflite", "savedmodel"]
-Quantize = Literal["dynamic"]
 SAVEDMODEL_DIR = "saved_model"
 CHECK_IMAGES = 8
 CHECK_SEED = 0
 
 
-def export_name(fmt: Format, quantize: Quantize | None) -> str:
+def export_name(fmt: ExportFormat, quantize: Quantize | None) -> str:
     """The file (or folder) name of an export inside the model folder."""
     if fmt == "savedmodel":
         return SAVEDMODEL_DIR
@@ -97,7 +96,7 @@ def _savedmodel_outputs(path: Path, images: np.ndarray) -> np.ndarray:
         return np.asarray(served.serve(tf.constant(images, tf.float32)))
 
 
-def _write_export(network: Any, info: ModelInfo, target: Path, fmt: Format,
+def _write_export(network: Any, info: ModelInfo, target: Path, fmt: ExportFormat,
                   quantize: Quantize | None, images: np.ndarray) -> np.ndarray:
     """Write the export to `target` and return its outputs on `images`."""
     if fmt == "savedmodel":
@@ -118,17 +117,17 @@ def _size(path: Path) -> int:
     return path.stat().st_size
 
 
-def export_model(model_path: Path | str, fmt: Format = "tflite",
+def export_model(model_path: Path | str, fmt: ExportFormat = "tflite",
                  quantize: Quantize | None = None) -> dict[str, Any]:
     """Export a run folder's model next to it, check it against Keras, record it in model.json.
 
     Returns the path written, its size in bytes and the largest absolute difference between the
     export's and Keras's probabilities on a fixed seeded batch of uint8 images.
     """
-    if fmt not in ("tflite", "savedmodel"):
-        raise MelanomaError(f"unknown export format '{fmt}' (use tflite or savedmodel)")
-    if quantize not in (None, "dynamic"):
-        raise MelanomaError(f"unknown quantization '{quantize}' (use dynamic)")
+    if fmt not in EXPORT_FORMATS:
+        raise MelanomaError(f"unknown export format '{fmt}' (use {' or '.join(EXPORT_FORMATS)})")
+    if quantize is not None and quantize not in QUANTIZE_MODES:
+        raise MelanomaError(f"unknown quantization '{quantize}' (use {' or '.join(QUANTIZE_MODES)})")
     if quantize and fmt != "tflite":
         raise MelanomaError("--quantize applies to the tflite format only")
     model_file, info_file = resolve_model_path(Path(model_path))

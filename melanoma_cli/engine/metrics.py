@@ -18,12 +18,14 @@ Interval = tuple[float, float]
 def per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray,
                        classes: list[str]) -> dict[str, dict]:
     """Recall of each class with its support n (accuracy None where n = 0)."""
-    result = {}
-    for index, name in enumerate(classes):
-        mask = y_true == index
-        n = int(mask.sum())
-        result[name] = {"n": n, "accuracy": float((y_pred[mask] == index).mean()) if n else None}
-    return result
+    from sklearn.metrics import recall_score
+
+    labels = list(range(len(classes)))
+    support = np.bincount(np.asarray(y_true, dtype=np.int64), minlength=len(classes))
+    recall = (recall_score(y_true, y_pred, labels=labels, average=None, zero_division=np.nan)
+              if len(y_true) else support * np.nan)
+    return {name: {"n": int(support[k]), "accuracy": _number(recall[k])}
+            for k, name in enumerate(classes)}
 
 
 def summary(y_true: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict:

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from melanoma_cli.runtime.names import EngineName
 from melanoma_cli.runtime.run_folder import ModelInfo
 
 
@@ -23,7 +24,7 @@ class Classifier(Protocol):
     melanoma_class: str | None
     melanoma_threshold: float | None
     source: Path
-    engine: str
+    engine: EngineName
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (n, len(classes)) for uint8 RGB images (n, size, size, 3), n >= 0."""
@@ -39,7 +40,7 @@ class BaseClassifier:
     melanoma_class: str | None
     melanoma_threshold: float | None
     source: Path
-    engine: ClassVar[str]
+    engine: ClassVar[EngineName]
 
     @staticmethod
     def facts(info: ModelInfo, source: Path) -> dict[str, Any]:

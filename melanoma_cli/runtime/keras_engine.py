@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from melanoma_cli.runtime.classifier import BaseClassifier
+from melanoma_cli.runtime.names import EngineName
 from melanoma_cli.runtime.run_folder import load_model
 
 
@@ -16,7 +17,7 @@ class KerasClassifier(BaseClassifier):
     """A Keras model from a run folder (its model.json supplies the facts)."""
 
     network: Any
-    engine: ClassVar[str] = "keras"
+    engine: ClassVar[EngineName] = "keras"
 
     def _probabilities(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(self.network.predict_on_batch(images.astype(np.float32)))

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from melanoma_cli.runtime.classifier import BaseClassifier
+from melanoma_cli.runtime.names import EngineName
 from melanoma_cli.runtime.run_folder import ModelInfo
 from melanoma_cli.utils.errors import MelanomaError, first_line
 from melanoma_cli.utils.tensorflow import silenced_stderr
@@ -39,7 +40,7 @@ class LiteRTClassifier(BaseClassifier):
     """A .tflite model in a LiteRT interpreter, with the facts from its model.json."""
 
     interpreter: Any
-    engine: ClassVar[str] = "litert"
+    engine: ClassVar[EngineName] = "litert"
 
     def _probabilities(self, images: np.ndarray) -> np.ndarray:
         return np.concatenate([self._invoke(images[start:start + INVOKE_BATCH])

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
 from melanoma_cli.runtime.classifier import Classifier
 from melanoma_cli.runtime.default_model import default_model_dir
 from melanoma_cli.runtime.keras_engine import load_keras
 from melanoma_cli.runtime.litert_engine import INSTALL_HINT, interpreter_class, load_litert
+from melanoma_cli.runtime.names import Engine, EngineName
 from melanoma_cli.runtime.run_folder import ModelInfo, resolve_model_path
 from melanoma_cli.utils.errors import MelanomaError
-
-Engine = Literal["auto", "keras", "litert"]
 
 
 def tflite_file(model_file: Path, info: ModelInfo) -> Path | None:
@@ -29,7 +27,7 @@ def tflite_file(model_file: Path, info: ModelInfo) -> Path | None:
     return path if path is not None and path.is_file() else None
 
 
-def choose_engine(requested: Engine, tflite: Path | None, litert_installed: bool) -> str:
+def choose_engine(requested: Engine, tflite: Path | None, litert_installed: bool) -> EngineName:
     """'keras' or 'litert' for `--engine`: auto prefers LiteRT when there is an export to run."""
     if requested == "litert":
         if tflite is None:

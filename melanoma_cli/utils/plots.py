@@ -47,6 +47,7 @@ def plot_training_curves(history_csv: Path, path: Path) -> None:
 def plot_confusion_matrix(matrix, classes: list[str], path: Path) -> None:
     """Counts and row-normalised rates side by side (rows: true class)."""
     import numpy as np
+    from sklearn.metrics import ConfusionMatrixDisplay
 
     plt = _pyplot()
     matrix = np.asarray(matrix)
@@ -56,17 +57,13 @@ def plot_confusion_matrix(matrix, classes: list[str], path: Path) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(2 * size, size))
     for axis, values, title, fmt in ((axes[0], matrix, "counts", "d"),
                                      (axes[1], normalised, "row-normalised (recall)", ".2f")):
-        axis.imshow(values, cmap="Blues")
+        ConfusionMatrixDisplay(values, display_labels=classes).plot(
+            ax=axis, cmap="Blues", values_format=fmt, colorbar=False, xticks_rotation=45,
+            text_kw={"fontsize": 8})
         axis.set_title(title)
-        axis.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-        axis.set_yticks(range(len(classes)), classes)
         axis.set_xlabel("predicted")
         axis.set_ylabel("true")
-        peak = values.max() or 1
-        for i in range(len(classes)):
-            for j in range(len(classes)):
-                axis.text(j, i, format(values[i, j], fmt), ha="center", va="center",
-                          color="white" if values[i, j] > peak / 2 else "black", fontsize=8)
+        plt.setp(axis.get_xticklabels(), ha="right", rotation_mode="anchor")
     _save(figure, path)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from melanoma_cli.utils.errors import MelanomaError, first_line
 from melanoma_cli.utils.tensorflow import import_keras
@@ -18,6 +19,8 @@ KERAS_APPLICATIONS = {
     "efficientnet_b0": ("EfficientNetB0", True),
     "efficientnetv2_b0": ("EfficientNetV2B0", True),
 }
+# Every backbone name (the config's `model.backbone` accepts these and "none")
+Backbone = Literal["efficientnet_lite0", *KERAS_APPLICATIONS]
 
 
 def _weights_argument(weights: str) -> str | None:
@@ -52,7 +55,7 @@ def _keras_application(name: str, weights: str | None, image_size: int):
     return keras.Model(inputs, base(x), name=BACKBONE_LAYER)
 
 
-def build_backbone(name: str, weights: str, image_size: int):
+def build_backbone(name: Backbone, weights: str, image_size: int):
     """A feature extractor `name` as one Keras layer named 'backbone'."""
     weights_argument = _weights_argument(weights)
     if name == "efficientnet_lite0":
@@ -80,7 +83,7 @@ def _leaf_layers(model, keras):
             yield layer
 
 
-def set_trainable(model, backbone_name: str, trainable: str) -> None:
+def set_trainable(model, backbone_name: Backbone, trainable: str) -> None:
     """Choose what trains: 'head' (backbone frozen), 'all', or the top N backbone blocks.
 
     For efficientnet_lite0 a block is an MBConv block (16 in all, plus the head conv); for the
