@@ -29,7 +29,7 @@ class SourceConfig:
     """One training source: a folder per class, or images/ with a labels CSV (`labels.csv`)."""
 
     path: str
-    name: str | None = None  # shown in reports; used by trust_source and validation_source
+    name: str | None = None  # shown in reports; used by trust_sources and validation_source
     labels: str = "labels.csv"  # CSV sources: the labels file, relative to `path`
     images: str = "images"  # CSV sources: the image folder, relative to `path`
     file_column: str = "file"
@@ -47,7 +47,7 @@ class DataConfig:
     validation_split: float = 0.2
     validation_source: str | None = None  # a source that validates instead of a random split
     drop_conflicts: bool = True
-    trust_source: str | None = None  # settles label conflicts in favour of this source
+    trust_sources: list[str] = field(default_factory=list)  # settle label conflicts, first listed wins
     near_duplicate_distance: int | None = 4  # perceptual-hash bits (null: exact copies only)
     holdout_dirs: list[str] = field(default_factory=list)
     batch_size: int = 32

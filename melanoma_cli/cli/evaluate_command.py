@@ -74,7 +74,9 @@ def _confusion_table(report: dict) -> Table:
 
 @handle_errors
 def evaluate(
-    test_dir: Annotated[Path, typer.Argument(help="Test folder: one subfolder per class.")],
+    test_dir: Annotated[Path, typer.Argument(
+        help="Test set: a folder with one subfolder per class, or with labels.csv beside images/ "
+             "(or a labels CSV file).")],
     model: Annotated[Path | None, typer.Option("--model", "-m", help=MODEL_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     report_dir: Annotated[Path | None, typer.Option(
@@ -83,18 +85,31 @@ def evaluate(
     threshold: ThresholdOption = None,
     batch_size: BatchSizeOption = 64,
     engine: EngineOption = "auto",
+    taxonomy: Annotated[str, typer.Option(
+        "--taxonomy", help="auto: score a coarser test set in its own classes (ISIC 2018's 7, or "
+                           "'A or B' labels), summing the probabilities of merged model classes; "
+                           "isic2018: always; none: never.")] = "auto",
+    merge: Annotated[list[str], typer.Option(
+        "--merge", metavar="CLASS=A+B", help="Score test class CLASS as the sum of model classes "
+                                             "A and B (repeatable).")] = [],  # noqa: B006
 ) -> None:
     """Evaluate a model on a labelled test folder: per-class and melanoma metrics with 95% CIs."""
     from melanoma_cli.engine.evaluation import evaluate_folder, prepare_report_dir, write_report
     from melanoma_cli.engine.prediction import resolve_threshold
+    from melanoma_cli.engine.taxonomy import TAXONOMIES, parse_merge
     from melanoma_cli.runtime.loading import load_classifier
 
+    if taxonomy not in ("auto", "none", *TAXONOMIES):
+        raise typer.BadParameter(f"'{taxonomy}' is not one of auto, none, {', '.join(TAXONOMIES)}",
+                                 param_hint="'--taxonomy'")
+    merges = dict(parse_merge(text) for text in merge)
     if report_dir is not None:
         prepare_report_dir(report_dir, test_dir)
     classifier = load_classifier(model, engine, note=warn)
     announce_model(classifier, resolve_threshold(classifier, threshold), as_json)
     with image_progress("evaluating") as hook:
-        result = evaluate_folder(classifier, test_dir, threshold, batch_size, hook)
+        result = evaluate_folder(classifier, test_dir, threshold, batch_size, hook,
+                                 taxonomy=taxonomy, merges=merges)
     if result.skipped:
         warn(f"skipped {len(result.skipped)} unreadable file(s):")
         for item in result.skipped:
@@ -107,6 +122,8 @@ def evaluate(
         print_json(result.summary())
     else:
         out.print(_class_table(report, f"Evaluation on {escape(str(test_dir))} (n={report['n']})"))
+        for name, members in report["taxonomy"]["merged"].items():
+            out.print(f"[dim]{escape(name)} = sum of {escape(' + '.join(members))}[/]", highlight=False)
         if report["melanoma"] is not None:
             out.print(_melanoma_table(report["melanoma"]))
         out.print(_confusion_table(report))

@@ -121,6 +121,7 @@ def _verdict(report: dict[str, Any]) -> str:
         "test files also in training": len(report["test_overlap"]),
         "near-duplicate pairs": len(report["near_duplicates"]),
         "near-leakage pairs": len(report.get("test_near_overlap", [])),
+        "label conflicts across sources": len(report["label_conflicts"]) if len(report["sources"]) > 1 else 0,
     }
     found = [f"{n} {what}" for what, n in counts.items() if n]
     if not found:
@@ -128,8 +129,33 @@ def _verdict(report: dict[str, Any]) -> str:
     return "[yellow]Found:[/] " + ", ".join(found)
 
 
+def _sources_table(report: dict[str, Any]) -> Table:
+    """What training would keep of each source, and why the rest goes."""
+    table = Table(title="Sources (as training de-duplicates them)")
+    for column in ("source", "format", "images", "kept", "copies of another", "label conflicts"):
+        table.add_column(column, justify="left" if column in ("source", "format") else "right")
+    for source in report["sources"]:
+        table.add_row(escape(source["name"]), source["format"], str(source.get("images", 0)),
+                      str(source.get("kept", 0)), str(source.get("duplicates", 0)),
+                      str(source.get("conflicts", 0)))
+    return table
+
+
+def _conflict_table(report: dict[str, Any]) -> Table:
+    rows = [["\n".join(escape(f"{path} ({source})") for path, source in
+                        zip(c["paths"], c["sources"], strict=True)),
+             escape(" / ".join(c["labels"]))] for c in report["label_conflicts"]]
+    return _table("Label conflicts: one picture (same bytes, ISIC id or content) with different "
+                  "labels", ["copies", "labels"], rows,
+                  caption="training drops these (data.drop_conflicts) unless data.trust_sources settles them")
+
+
 def _print_report(report: dict[str, Any]) -> None:
     out.print(_class_table(report))
+    if len(report["sources"]) > 1 or report["label_conflicts"]:
+        out.print(_sources_table(report))
+    if len(report["sources"]) > 1 and report["label_conflicts"]:
+        out.print(_conflict_table(report))
     for line in _image_lines(report):
         out.print(escape(line), highlight=False)
     if report["test_dir"] is not None:
@@ -144,7 +170,9 @@ def _print_report(report: dict[str, Any]) -> None:
 
 @handle_errors
 def inspect_dataset(
-    data: Annotated[Path, typer.Argument(help="Dataset folder: one subfolder per class.")],
+    data: Annotated[list[Path], typer.Argument(
+        help="Data sources: folders with one subfolder per class, or with labels.csv beside "
+             "images/ (several are checked together for shared images and label conflicts).")],
     test_dir: Annotated[Path | None, typer.Option(
         "--test-dir", help="Test folder (one subfolder per class) to check for leakage.")] = None,
     near_threshold: Annotated[int, typer.Option(
@@ -164,8 +192,8 @@ def inspect_dataset(
 
     if plot is not None and not plot.parent.is_dir():
         raise MelanomaError(f"cannot write plot '{plot}': folder '{plot.parent}' does not exist")
-    err.print(f"[dim]scanning {escape(str(data))}[/]", highlight=False)
-    report = run_inspection(data, test_dir, near_threshold)
+    err.print(f"[dim]scanning {escape(', '.join(map(str, data)))}[/]", highlight=False)
+    report = run_inspection(list(data), test_dir, near_threshold)
     if plot is not None:
         from melanoma_cli.utils.plots import plot_class_distribution
 

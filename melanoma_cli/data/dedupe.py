@@ -7,8 +7,8 @@ on dermoscopy a hash alone also matches different lesions that merely look alike
 
 Copies of one picture form a cluster: one copy is kept (the largest, then the first source
 listed), and a cluster whose copies disagree on the label is a conflict, dropped unless a
-trusted source settles it. Pictures that share a lesion (the
-source's `group`) or a cluster form a unit, which a split never cuts.
+trusted source settles it (the first of `trust_sources` that has a copy). Pictures that share
+a lesion (the source's `group`) or a cluster form a unit, which a split never cuts.
 """
 
 from __future__ import annotations
@@ -66,6 +66,15 @@ def isic_id(image: ImageFile) -> str | None:
     return match.group(0).upper() if match else None
 
 
+def hamming_blocks(left: np.ndarray, right: np.ndarray, max_distance: int,
+                   block: int = 1024) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(rows, cols, distances) of 64-bit hashes within `max_distance` bits, a block of rows at a time."""
+    for start in range(0, len(left), block):
+        distance = np.bitwise_count(left[start:start + block, None] ^ right[None, :])
+        rows, cols = np.nonzero(distance <= max_distance)
+        yield rows + start, cols, distance[rows, cols]
+
+
 @dataclass
 class Fingerprints:
     """Perceptual hashes and thumbnails of the images that have them, by position."""
@@ -81,13 +90,9 @@ class Fingerprints:
         thumbs = [np.frombuffer(images[n].thumbnail, np.uint8) for n in positions]
         return cls(positions, hashes, np.array(thumbs, np.float32).reshape(len(positions), THUMBNAIL_VALUES))
 
-    def same_pictures(self, other: Fingerprints, max_distance: int,
-                      block: int = 1024) -> Iterator[tuple[int, int]]:
+    def same_pictures(self, other: Fingerprints, max_distance: int) -> Iterator[tuple[int, int]]:
         """(position here, position there) of every pair that shows the same picture."""
-        for start in range(0, len(self.hashes), block):
-            distance = np.bitwise_count(self.hashes[start:start + block, None] ^ other.hashes[None, :])
-            rows, cols = np.nonzero(distance <= max_distance)
-            rows += start
+        for rows, cols, _ in hamming_blocks(self.hashes, other.hashes, max_distance):
             close = np.abs(self.thumbnails[rows] - other.thumbnails[cols]).mean(axis=1)
             for i, j in zip(rows[close <= THUMBNAIL_TOLERANCE].tolist(),
                             cols[close <= THUMBNAIL_TOLERANCE].tolist(), strict=True):
@@ -152,7 +157,7 @@ def clean_images(
     images: Sequence[ImageFile],
     *,
     drop_conflicts: bool = True,
-    trust_source: str | None = None,
+    trust_sources: Sequence[str] = (),
     max_distance: int | None = None,
     holdout: HoldoutIndex | None = None,
 ) -> Cleaned:
@@ -179,9 +184,9 @@ def clean_images(
         chosen = copies[:1]
         if len({i.label for i in copies}) > 1:
             conflicts.append(copies)
-            trusted = {i.label for i in copies if i.source == trust_source}
-            if len(trusted) == 1:
-                chosen = [dataclasses.replace(copies[0], label=trusted.pop())]
+            trusted = _trusted_label(copies, trust_sources)
+            if trusted is not None:
+                chosen = [dataclasses.replace(copies[0], label=trusted)]
                 resolved += 1
             elif drop_conflicts:
                 for image in copies:
@@ -214,6 +219,15 @@ def _with_label(images: Sequence[ImageFile], index: dict, chosen: list[ImageFile
     for image in changed:
         images[index[image.path]] = image
     return images
+
+
+def _trusted_label(copies: Sequence[ImageFile], trust_sources: Sequence[str]) -> str | None:
+    """The label of the first trusted source that has a copy (None if none, or if it disagrees)."""
+    for source in trust_sources:
+        labels = {i.label for i in copies if i.source == source}
+        if labels:
+            return labels.pop() if len(labels) == 1 else None
+    return None
 
 
 def unit_label(unit: Sequence[ImageFile]) -> str:

@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from melanoma_cli.data.dedupe import clean_images, hamming_blocks
 from melanoma_cli.data.images import Unreadable
-from melanoma_cli.data.scan import DatasetScan, ImageFile, scan_dataset
+from melanoma_cli.data.scan import DatasetScan, ImageFile, scan_dataset, scan_sources
+from melanoma_cli.data.sources import parse_source
 
 MAX_HAMMING = 64  # bits in a perceptual hash
-_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
-_CHUNK = 512  # rows of the pairwise distance matrix computed at once
 
 
 def _paths(files: Iterable[ImageFile]) -> list[str]:
@@ -95,16 +95,9 @@ def hamming_pairs(
     left: np.ndarray, right: np.ndarray, threshold: int, same: bool
 ) -> list[tuple[int, int, int]]:
     """(i, j, distance) for 64-bit hashes within `threshold` bits; `same`: left is right, i < j."""
-    found: list[tuple[int, int, int]] = []
-    for start in range(0, len(left), _CHUNK):
-        xor = left[start:start + _CHUNK, None] ^ right[None, :]
-        distance = _POPCOUNT[xor.view(np.uint8)].reshape(*xor.shape, 8).sum(axis=-1)
-        rows, cols = np.nonzero(distance <= threshold)
-        for row, col in zip(rows.tolist(), cols.tolist(), strict=True):
-            i = start + row
-            if not same or i < col:
-                found.append((i, col, int(distance[row, col])))
-    return found
+    return [(i, j, d) for rows, cols, distances in hamming_blocks(left, right, threshold)
+            for i, j, d in zip(rows.tolist(), cols.tolist(), distances.tolist(), strict=True)
+            if not same or i < j]
 
 
 def _near_duplicates(images: list[ImageFile], threshold: int) -> list[dict[str, Any]]:
@@ -144,10 +137,23 @@ def _test_report(train: DatasetScan, test: DatasetScan, threshold: int) -> dict[
     return report
 
 
+def _sources_report(scan: DatasetScan, near_threshold: int) -> dict[str, Any]:
+    """Per source: images kept, copies of another image, label conflicts (training's rules)."""
+    cleaned = clean_images(scan.images, max_distance=near_threshold if near_threshold else None)
+    spans = sum(1 for unit in cleaned.units if len({i.source for i in unit}) > 1)
+    return {
+        "sources": [{"name": s.name, "root": str(s.root), "format": s.kind, **cleaned.counts.get(
+            s.name, {})} for s in scan.sources],
+        "label_conflicts": [{"paths": _paths(group), "labels": [i.label for i in group],
+                             "sources": [i.source for i in group]} for group in cleaned.conflicts],
+        "lesions_across_sources": spans,
+    }
+
+
 def inspect_dataset(
-    root: Path | str, test_dir: Path | str | None = None, near_threshold: int = 4
+    root: Path | str | list[Path | str], test_dir: Path | str | None = None, near_threshold: int = 4
 ) -> dict[str, Any]:
-    """The health report of a folder-per-class dataset, as JSON-ready data.
+    """The health report of one or more sources (folder per class, or labels CSV), as JSON data.
 
     `near_threshold`: largest Hamming distance (bits of a 64-bit perceptual hash) for two files
     to count as near duplicates; 0 turns near-duplicate search (and its hashing) off.
@@ -156,7 +162,8 @@ def inspect_dataset(
     if not 0 <= near_threshold <= MAX_HAMMING:
         raise ValueError(f"near_threshold must be in [0, {MAX_HAMMING}], got {near_threshold}")
     perceptual = near_threshold > 0
-    scan = scan_dataset(root, perceptual_hash=perceptual)
+    roots = root if isinstance(root, list) else [root]
+    scan = scan_sources([parse_source(str(r)) for r in roots], perceptual_hash=perceptual)
     test = scan_dataset(test_dir, perceptual_hash=perceptual) if test_dir is not None else None
     conflicts = scan.conflict_groups()
     report: dict[str, Any] = {
@@ -173,6 +180,7 @@ def inspect_dataset(
         "near_threshold": near_threshold,
         "near_duplicates": _near_duplicates(scan.images, near_threshold) if perceptual else [],
     }
+    report.update(_sources_report(scan, near_threshold))
     if test is not None:
         report.update(_test_report(scan, test, near_threshold))
     return report

@@ -99,7 +99,7 @@ def prepare_data(config: Config, sources: Sequence[SourceConfig] = (),
         drop_conflicts=config.data.drop_conflicts,
         holdout=holdout_index(holdout_dirs),
         min_images_per_class=config.data.min_images_per_class,
-        trust_source=config.data.trust_source,
+        trust_sources=config.data.trust_sources,
         near_duplicate_distance=near,
         validation_source=config.data.validation_source,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from melanoma_cli.data.dedupe import Cleaned, HoldoutIndex, clean_images, unit_label
@@ -86,12 +87,12 @@ def split_dataset(
     holdout: HoldoutIndex | None = None,
     min_images_per_class: int = 2,
     *,
-    trust_source: str | None = None,
+    trust_sources: Sequence[str] = (),
     near_duplicate_distance: int | None = None,
     validation_source: str | None = None,
 ) -> Split:
     """De-duplicate, then split so that no lesion or duplicate cluster is on both sides."""
-    cleaned = clean_images(scan.images, drop_conflicts=drop_conflicts, trust_source=trust_source,
+    cleaned = clean_images(scan.images, drop_conflicts=drop_conflicts, trust_sources=trust_sources,
                            max_distance=near_duplicate_distance, holdout=holdout)
     _check_sizes(cleaned.units, scan, min_images_per_class)
     if validation_source is not None:
