@@ -187,3 +187,12 @@ def test_rebalance_never_imports_tensorflow(source, tmp_path):
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     assert (tmp_path / "out" / "nevus").is_dir()
+
+
+def test_rebalance_reports_progress_as_status_events(source, tmp_path):
+    events: list[tuple[str, dict]] = []
+    rebalance_module.rebalance_folder(source, tmp_path / "out", 6, RebalanceConfig(), seed=1,
+                                      progress=lambda kind, values: events.append((kind, values)))
+    assert events[0] == ("status", {"message": f"scanning {source}"})
+    assert {kind for kind, _ in events} == {"status"}
+    assert ("status", {"message": "nevus: copying 4, generating 2"}) in events

@@ -9,14 +9,19 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from melanoma_cli.cli.common import err, handle_errors, out, print_json, warn
-from melanoma_cli.cli.predict_command import (
-    MODEL_HELP,
+from melanoma_cli.cli.common import (
     BatchSizeOption,
     EngineOption,
+    JsonOption,
+    ModelOption,
     ThresholdOption,
     announce_model,
+    err,
+    handle_errors,
     image_progress,
+    out,
+    print_json,
+    warn,
 )
 
 
@@ -75,8 +80,8 @@ def _confusion_table(report: dict) -> Table:
 @handle_errors
 def evaluate(
     test_dir: Annotated[Path, typer.Argument(help="Test folder: one subfolder per class.")],
-    model: Annotated[Path | None, typer.Option("--model", "-m", help=MODEL_HELP)] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    model: ModelOption = None,
+    as_json: JsonOption = False,
     report_dir: Annotated[Path | None, typer.Option(
         "--report-dir", help="Also write metrics.json, predictions.csv and confusion_matrix.png "
                              "to this folder.")] = None,

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from melanoma_cli.cli.common import handle_errors, out, print_json
+from melanoma_cli.cli.common import JsonOption, handle_errors, out, print_json
 
 
 @handle_errors
@@ -20,7 +20,7 @@ def export(
     quantize: Annotated[Literal["dynamic"] | None, typer.Option(
         "--quantize", help="dynamic: int8 weights, float activations (tflite only; smaller, "
                            "not always faster).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Export a trained model (float32 by default), check it against Keras and record it in model.json."""
     from melanoma_cli.engine.export import export_model

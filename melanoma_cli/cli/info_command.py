@@ -9,8 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from melanoma_cli.cli.common import handle_errors, out, print_json
-from melanoma_cli.cli.predict_command import DISCLAIMER
+from melanoma_cli.cli.common import JsonOption, handle_errors, out, print_json
+from melanoma_cli.utils.notice import DISCLAIMER
 
 
 def _fmt(value: Any, interval: list[float] | None = None) -> str:
@@ -44,7 +44,7 @@ def _validation_rows(validation: dict) -> list[tuple[str, str]]:
 def info(
     model: Annotated[Path | None, typer.Option(
         "--model", "-m", help="Run folder or .keras file [default: the bundled model].")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Show a model's card: classes, input size, melanoma threshold, training and validation metrics."""
     from melanoma_cli.engine.model_card import model_summary

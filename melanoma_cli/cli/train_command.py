@@ -10,16 +10,15 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from melanoma_cli.cli.common import err, handle_errors, out, print_json, warn
+from melanoma_cli.cli.common import err, handle_errors, out, print_json, print_status, warn
 
 
 def _progress_hook(progress: Progress):
     state: dict[str, Any] = {"task": None, "epoch": 0, "epochs": 0}
 
     def hook(kind: str, values: dict[str, Any]) -> None:
-        if kind == "status":
-            err.print(f"[dim]{values['message']}[/]", highlight=False)
-        elif kind == "start":
+        print_status(kind, values, progress.console)
+        if kind == "start":
             state["epochs"], state["steps"] = values["epochs"], values["steps"]
             err.print(f"training on {values['train']} images, validating on {values['validation']}")
             state["task"] = progress.add_task(f"epoch {values['done'] + 1}",

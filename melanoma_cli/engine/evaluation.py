@@ -14,11 +14,12 @@ import numpy as np
 from melanoma_cli.data.images import Unreadable
 from melanoma_cli.data.scan import DatasetScan, scan_dataset
 from melanoma_cli.engine.metrics import BOOTSTRAP_RESAMPLES, evaluation_report, melanoma_flags
-from melanoma_cli.engine.prediction import ProgressHook, classify_batches, resolve_threshold
+from melanoma_cli.engine.prediction import classify_batches, resolve_threshold
 from melanoma_cli.runtime.classifier import Classifier
 from melanoma_cli.runtime.run_folder import INFO_FILE
 from melanoma_cli.utils.atomic import write_text, write_with
 from melanoma_cli.utils.errors import MelanomaError
+from melanoma_cli.utils.progress import Progress, no_progress
 
 
 @dataclass
@@ -60,16 +61,15 @@ def evaluate_folder(
     test_dir: Path,
     threshold: float | None = None,
     batch_size: int = 64,
-    progress: ProgressHook | None = None,
+    progress: Progress = no_progress,
     resamples: int = BOOTSTRAP_RESAMPLES,
 ) -> EvaluationResult:
     """Classify every readable image in test_dir/<class>/ and compute the full report.
 
     Class folders are matched to the model's classes by name; unreadable files are skipped.
     """
-    report = progress or (lambda kind, values: None)
     test_dir = Path(test_dir)
-    report("status", {"message": f"scanning {test_dir}"})
+    progress("status", {"message": f"scanning {test_dir}"})
     scan = scan_dataset(test_dir)
     index_of = _class_indices(scan, classifier.classes)
     files = [image.path for image in scan.images]
@@ -84,7 +84,7 @@ def evaluate_folder(
         raise MelanomaError(f"test folder '{test_dir}' has no readable images")
     labels = np.array([index_of[scan.images[i].label] for i in kept], dtype=np.int64)
     probabilities = np.concatenate(rows)
-    report("status", {"message": "computing metrics and bootstrap confidence intervals"})
+    progress("status", {"message": "computing metrics and bootstrap confidence intervals"})
     metrics = evaluation_report(labels, probabilities, classifier.classes,
                                 classifier.melanoma_class, resolve_threshold(classifier, threshold),
                                 resamples)
