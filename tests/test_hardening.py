@@ -232,11 +232,11 @@ def test_odd_images_are_what_they_claim(odd_images):
 
 
 def test_huge_image_decodes_small_and_fast(odd_images):
-    from melanoma_cli.data.images import load_rgb, open_image
+    from melanoma_cli.data.images import open_image, to_model_input
 
     started = time.perf_counter()
     assert open_image((odd_images / "huge.jpg").read_bytes(), draft_size=24).size[0] <= 1250
-    assert load_rgb(odd_images / "huge.jpg", 24).shape == (24, 24, 3)
+    assert to_model_input(odd_images / "huge.jpg", 24).shape == (24, 24, 3)
     assert time.perf_counter() - started < 5
 
 
