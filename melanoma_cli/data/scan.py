@@ -9,9 +9,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
-from melanoma_cli.data.images import DECODE_WORKERS, Unreadable, describe_error, open_image, to_rgb
+from melanoma_cli.data.images import (
+    DECODE_WORKERS,
+    Unreadable,
+    describe_error,
+    open_image,
+    to_model_input,
+    to_rgb,
+)
 from melanoma_cli.utils.errors import MelanomaError
 
 
@@ -39,6 +47,7 @@ class DatasetScan:
     unreadable: list[Unreadable] = field(default_factory=list)
     nested: list[Path] = field(default_factory=list)
     outside_classes: list[Path] = field(default_factory=list)
+    pixels: dict[Path, np.ndarray] = field(default_factory=dict)  # model inputs, when asked for
 
     def counts(self) -> dict[str, int]:
         """Readable images per class, in class order."""
@@ -70,16 +79,19 @@ def _perceptual_hash(image: Image.Image) -> str:
     return str(imagehash.phash(to_rgb(image)))
 
 
-def _inspect_file(path: Path, label: str, perceptual_hash: bool = False) -> ImageFile | Unreadable:
+def _inspect_file(path: Path, label: str, perceptual_hash: bool = False,
+                  image_size: int | None = None) -> tuple[ImageFile, np.ndarray | None] | Unreadable:
+    """The file's facts and, with `image_size`, its model input, from one read and one decode."""
     try:
         data = path.read_bytes()
-        image = open_image(data, draft_size=256)
+        image = open_image(data, draft_size=image_size or 256)
         width, height = image.info["original_size"]
-        return ImageFile(
+        facts = ImageFile(
             path=path, label=label, sha256=hashlib.sha256(data).hexdigest(),
             width=width, height=height, mode=image.mode, format=image.format or "unknown",
             phash=_perceptual_hash(image) if perceptual_hash else None,
         )
+        return facts, None if image_size is None else to_model_input(image, image_size)
     except Exception as exc:  # any decoder failure means "unreadable", never a crash
         return Unreadable(path, describe_error(exc))
 
@@ -110,10 +122,13 @@ def list_class_folders(root: Path) -> list[Path]:
     return folders
 
 
-def scan_dataset(root: Path | str, perceptual_hash: bool = False) -> DatasetScan:
+def scan_dataset(root: Path | str, perceptual_hash: bool = False,
+                 image_size: int | None = None) -> DatasetScan:
     """Read every file directly inside `root/<class>/` once: hash it and check it decodes.
 
     With `perceptual_hash`, each decoded image also gets a perceptual hash (near duplicates).
+    With `image_size`, the scan keeps each image's model input (`to_model_input`) in `pixels`,
+    so that training decodes every file once.
     """
     root = Path(root)
     folders = list_class_folders(root)
@@ -138,9 +153,12 @@ def scan_dataset(root: Path | str, perceptual_hash: bool = False) -> DatasetScan
             else:
                 scan.unreadable.append(Unreadable(entry, "not a regular file"))
     with ThreadPoolExecutor(DECODE_WORKERS) as pool:
-        for result in pool.map(lambda job: _inspect_file(*job, perceptual_hash), jobs):
+        for result in pool.map(lambda job: _inspect_file(*job, perceptual_hash, image_size), jobs):
             if isinstance(result, Unreadable):
                 scan.unreadable.append(result)
-            else:
-                scan.images.append(result)
+                continue
+            facts, pixels = result
+            scan.images.append(facts)
+            if pixels is not None:
+                scan.pixels[facts.path] = pixels
     return scan
