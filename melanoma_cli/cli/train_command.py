@@ -83,12 +83,12 @@ def train(
     config: str | None = typer.Option(None, "--config", "-c",
                                       help="YAML config: a path, or the name of a bundled config "
                                            "(baseline.yaml, augmented.yaml, final.yaml) "
-                                           "[default: baseline.yaml]."),
+                                           "\\[default: baseline.yaml]."),
     data: Path | None = typer.Option(None, "--data", "-d",
                                      help="Training folder: one subfolder per class (with --resume: "
                                           "only if the run's data folder has moved)."),
     out_dir: Path | None = typer.Option(None, "--out", "-o",
-                                        help="Run folder to create [default: runs/<config name>]."),
+                                        help="Run folder to create \\[default: runs/<config name>]."),
     overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
                                         help="Override a config value, e.g. train.epochs=5 (repeatable)."),
     holdout: list[Path] = typer.Option([], "--holdout",
