@@ -34,7 +34,7 @@ THRESHOLD_HELP = ("Flag melanoma when p(melanoma) >= T (default: the model's thr
 
 ModelOption = Annotated[Path | None, typer.Option("--model", "-m", help=MODEL_HELP)]
 ThresholdOption = Annotated[float | None, typer.Option(
-    "--melanoma-threshold", min=0.0, help=THRESHOLD_HELP)]
+    "--melanoma-threshold", min=0.0, max=1.0, help=THRESHOLD_HELP)]
 BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="Images per model call.")]
 EngineOption = Annotated[Literal["auto", "keras", "litert"], typer.Option(
     "--engine", help="litert: the model's .tflite export, no TensorFlow (fast start); keras: "
