@@ -23,6 +23,7 @@ from melanoma_cli.cli.common import (
     print_json,
     warn,
 )
+from melanoma_cli.utils.class_names import abbreviations
 
 
 def _value(value: float | None, interval: list[float] | None = None) -> str:
@@ -67,14 +68,29 @@ def _melanoma_table(melanoma: dict) -> Table:
     return table
 
 
-def _confusion_table(report: dict) -> Table:
+def _confusion_table(report: dict, short: dict[str, str]) -> Table:
+    """Counts under abbreviated class names, so that nine classes fit in 80 columns."""
     table = Table(title="Confusion matrix (rows: true class, columns: predicted)")
-    table.add_column("true \\ predicted")
+    table.add_column("true \\ predicted", no_wrap=True)
     for name in report["classes"]:
-        table.add_column(escape(name), justify="right")
+        table.add_column(escape(short[name]), justify="right", no_wrap=True)
     for name, row in zip(report["classes"], report["confusion_matrix"], strict=True):
-        table.add_row(escape(name), *(str(count) for count in row))
+        table.add_row(escape(short[name]), *(str(count) for count in row))
     return table
+
+
+def _legend(short: dict[str, str], width: int) -> list[str]:
+    """'AK = actinic keratosis' items packed into lines of `width` characters, never split."""
+    lines: list[str] = []
+    line = ""
+    for name, code in short.items():
+        item = f"{code} = {name}"
+        if line and len(line) + len(item) + 2 > width:
+            lines.append(line + ",")
+            line = item
+        else:
+            line = f"{line}, {item}" if line else item
+    return [*lines, line]
 
 
 @handle_errors
@@ -114,6 +130,9 @@ def evaluate(
         out.print(_class_table(report, f"Evaluation on {escape(str(test_dir))} (n={report['n']})"))
         if report["melanoma"] is not None:
             out.print(_melanoma_table(report["melanoma"]))
-        out.print(_confusion_table(report))
+        short = abbreviations(report["classes"])
+        out.print(_confusion_table(report, short))
+        for line in _legend(short, out.width):
+            out.print(line, highlight=False, markup=False, soft_wrap=True)
     if report_dir is not None:
         err.print(f"report written to {report_dir}", highlight=False, markup=False)
