@@ -15,8 +15,9 @@ from PIL import ImageEnhance
 from typer.testing import CliRunner
 
 from melanoma_cli.cli import app
-from melanoma_cli.data.inspection import hamming_pairs
+from melanoma_cli.data.inspection import hamming_pairs, inspect_dataset
 from melanoma_cli.data.scan import scan_dataset
+from melanoma_cli.utils.errors import MelanomaError
 
 runner = CliRunner()
 
@@ -168,3 +169,16 @@ def test_inspect_never_imports_tensorflow(dirty):
         "assert 'tensorflow' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_an_empty_file_is_reported_as_empty(dataset):
+    (dataset / "nevus" / "empty.jpg").write_bytes(b"")
+    report = inspect_dataset(dataset, near_threshold=0)
+    empty = {"path": str(dataset / "nevus" / "empty.jpg"), "reason": "empty file (0 bytes)"}
+    assert empty in report["unreadable"]
+
+
+@pytest.mark.parametrize("threshold", [-1, 65])
+def test_core_refuses_a_threshold_out_of_range_with_the_project_error(dataset, threshold):
+    with pytest.raises(MelanomaError, match="near_threshold must be in"):
+        inspect_dataset(dataset, near_threshold=threshold)

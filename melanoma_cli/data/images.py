@@ -42,11 +42,13 @@ def describe_error(exc: Exception) -> str:
 
 
 def open_image(data: bytes, draft_size: int | None = None) -> Image.Image:
-    """Open and fully decode image bytes (first frame of animations); raises on corrupt data.
+    """Open and fully decode image bytes (first frame of animations); raises on empty or corrupt data.
 
     `draft_size` lets JPEG decoding downscale in the DCT, which makes huge photos cheap;
     the stored size stays in `image.info["original_size"]`.
     """
+    if not data:
+        raise ValueError("empty file (0 bytes)")
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         image = Image.open(io.BytesIO(data))

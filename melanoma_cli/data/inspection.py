@@ -14,6 +14,7 @@ import numpy as np
 
 from melanoma_cli.data.images import Unreadable
 from melanoma_cli.data.scan import DatasetScan, ImageFile, scan_dataset
+from melanoma_cli.utils.errors import MelanomaError
 
 MAX_HAMMING = 64  # bits in a perceptual hash
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
@@ -154,7 +155,7 @@ def inspect_dataset(
     Raises MelanomaError only when a folder cannot be read as a dataset.
     """
     if not 0 <= near_threshold <= MAX_HAMMING:
-        raise ValueError(f"near_threshold must be in [0, {MAX_HAMMING}], got {near_threshold}")
+        raise MelanomaError(f"near_threshold must be in [0, {MAX_HAMMING}], got {near_threshold}")
     perceptual = near_threshold > 0
     scan = scan_dataset(root, perceptual_hash=perceptual)
     test = scan_dataset(test_dir, perceptual_hash=perceptual) if test_dir is not None else None
