@@ -93,6 +93,16 @@ def _legend(short: dict[str, str], width: int) -> list[str]:
     return [*lines, line]
 
 
+def _layout_warnings(nested: list[Path], outside_classes: list[Path]) -> None:
+    """What the test folder holds beside its class folders' images (ignored, like in training)."""
+    for paths, what in ((nested, "folder(s) nested below a class folder"),
+                        (outside_classes, "file(s) outside any class folder")):
+        if paths:
+            warn(f"ignored {len(paths)} {what}:")
+            for path in paths:
+                err.print(f"  {path}", highlight=False, markup=False, soft_wrap=True)
+
+
 @handle_errors
 def evaluate(
     test_dir: Annotated[Path, typer.Argument(help="Test folder: one subfolder per class.")],
@@ -116,6 +126,7 @@ def evaluate(
     announce_model(classifier, resolve_threshold(classifier, threshold), as_json)
     with image_progress("evaluating") as hook:
         result = evaluate_folder(classifier, test_dir, threshold, batch_size, hook)
+    _layout_warnings(result.nested, result.outside_classes)
     if result.skipped:
         warn(f"skipped {len(result.skipped)} unreadable file(s):")
         for item in result.skipped:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ class EvaluationResult:
     skipped: list[Unreadable]
     model: Path
     test_dir: Path
+    nested: list[Path] = field(default_factory=list)  # folders below class folders (ignored)
+    outside_classes: list[Path] = field(default_factory=list)  # loose files in test_dir (ignored)
 
     def summary(self) -> dict[str, Any]:
         """The report with its provenance (what --json prints and metrics.json holds)."""
@@ -89,7 +91,7 @@ def evaluate_folder(
                                 classifier.melanoma_class, resolve_threshold(classifier, threshold),
                                 resamples)
     return EvaluationResult(metrics, [files[i] for i in kept], labels, probabilities, skipped,
-                            classifier.source, test_dir)
+                            classifier.source, test_dir, scan.nested, scan.outside_classes)
 
 
 def _write_predictions(result: EvaluationResult, path: Path) -> None:
@@ -102,8 +104,8 @@ def _write_predictions(result: EvaluationResult, path: Path) -> None:
 
     def write(tmp: Path) -> None:
         with tmp.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["path", "true", "predicted",
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["path", "true", "prediction",
                              *(["melanoma_flag"] if flags is not None else []), *classes])
             for row, file in enumerate(result.paths):
                 probabilities = result.probabilities[row]

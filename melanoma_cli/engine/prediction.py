@@ -156,7 +156,7 @@ def write_csv(predictions: Sequence[Prediction], classes: list[str], path: Path)
 
     def write(tmp: Path) -> None:
         with tmp.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
+            writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(["path", "prediction", "probability", "melanoma_probability",
                              "melanoma_flag", *classes])
             for item in predictions:
