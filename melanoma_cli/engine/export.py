@@ -21,7 +21,7 @@ from melanoma_cli.runtime.litert_engine import interpreter_class, load_litert
 from melanoma_cli.runtime.run_folder import ModelInfo, load_model, resolve_model_path
 from melanoma_cli.utils.atomic import write_with
 from melanoma_cli.utils.errors import MelanomaError, first_line
-from melanoma_cli.utils.tensorflow import silenced_stderr
+from melanoma_cli.utils.tensorflow import import_tensorflow, silenced_stderr
 
 Format = Literal["tflite", "savedmodel"]
 Quantize = Literal["dynamic"]
@@ -52,7 +52,7 @@ def _quiet() -> Any:
 
 
 def _tflite_bytes(network: Any, quantize: Quantize | None) -> bytes:
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     converter = tf.lite.TFLiteConverter.from_keras_model(network)
     if quantize == "dynamic":
@@ -65,7 +65,7 @@ def _tflite_outputs(path: Path, info: ModelInfo, images: np.ndarray) -> np.ndarr
     """Run the written flatbuffer: in LiteRT if installed, else in TensorFlow's own interpreter."""
     interpreter = interpreter_class()
     if interpreter is None:
-        import tensorflow as tf
+        tf = import_tensorflow()
 
         interpreter = tf.lite.Interpreter
     with _quiet():
@@ -90,7 +90,7 @@ def _replace_folder(target: Path, build: Any) -> None:
 
 
 def _savedmodel_outputs(path: Path, images: np.ndarray) -> np.ndarray:
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     with _quiet():
         served = tf.saved_model.load(str(path))
