@@ -18,8 +18,9 @@ def export(
         "--format", "-f", help="tflite: a LiteRT flatbuffer that predict runs without TensorFlow; "
                                "savedmodel: a TensorFlow SavedModel folder.")] = "tflite",
     quantize: Annotated[Literal["dynamic"] | None, typer.Option(
-        "--quantize", help="dynamic: int8 weights, float activations (tflite only; smaller, "
-                           "not always faster).")] = None,
+        "--quantize", help="dynamic: int8 weights, float activations, written to "
+                           "model_dynamic.tflite beside the float export that predict runs "
+                           "(tflite only; smaller, not always faster).")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Export a trained model (float32 by default), check it against Keras and record it in model.json."""

@@ -34,7 +34,12 @@ def export_name(fmt: Format, quantize: Quantize | None) -> str:
     """The file (or folder) name of an export inside the model folder."""
     if fmt == "savedmodel":
         return SAVEDMODEL_DIR
-    return "model.tflite" if quantize is None else f"model.{quantize}.tflite"
+    return "model.tflite" if quantize is None else f"model_{quantize}.tflite"
+
+
+def export_key(fmt: Format, quantize: Quantize | None) -> str:
+    """The export's key in model.json `exports`: tflite (what predict runs), tflite_dynamic, ..."""
+    return fmt if quantize is None else f"{fmt}_{quantize}"
 
 
 def check_batch(image_size: int) -> np.ndarray:
@@ -141,7 +146,7 @@ def export_model(model_path: Path | str, fmt: Format = "tflite",
     try:
         exported = _write_export(loaded.model, loaded.info, target, fmt, quantize, images)
         info = ModelInfo.load(info_file)  # re-read: record the export without dropping other edits
-        info.exports[fmt] = target.name
+        info.exports[export_key(fmt, quantize)] = target.name
         info.save(info_file.parent)
     except (OSError, ValueError, RuntimeError) as exc:
         raise MelanomaError(f"exporting '{model_file}' as {fmt} failed: {first_line(exc)}") from exc
