@@ -27,7 +27,7 @@ runner = CliRunner()
 IS_ROOT = os.geteuid() == 0
 READABLE = ["alpha.png", "deep16.png", "gray.jpg", "cmyk.jpg", "huge.jpg", "animated.gif", "UPPER.JPG",
             "mélanome_ß.jpg"]
-UNREADABLE = {"truncated.jpg": "truncated or corrupt image data", "zero.jpg": "not an image",
+UNREADABLE = {"truncated.jpg": "truncated or corrupt image data", "zero.jpg": "empty file (0 bytes)",
               "page.jpg": "not an image", "loop.jpg": "Too many levels of symbolic links"}
 SKIP_ROOT = pytest.mark.skipif(IS_ROOT, reason="root reads and writes everything")
 
