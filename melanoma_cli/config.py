@@ -261,6 +261,19 @@ def _check_ranges(config: Config) -> None:
         (0 <= config.augment.saturation < 1, "augment.saturation", "must be in [0, 1)"),
         (0 <= config.augment.hue <= 0.5, "augment.hue", "must be in [0, 0.5]"),
     ]
+    rebalance = config.rebalance
+    for name in ("rotate", "flip", "zoom", "brightness", "contrast"):
+        checks.append((0 <= getattr(rebalance, f"{name}_probability") <= 1,
+                       f"rebalance.{name}_probability", "must be in [0, 1]"))
+    checks += [
+        (0 <= rebalance.max_rotation <= 25, "rebalance.max_rotation",
+         "must be in [0, 25] (degrees, Augmentor's limit)"),
+        (rebalance.max_zoom >= 1, "rebalance.max_zoom", "must be at least 1 (1: no zoom)"),
+        (0 <= rebalance.max_brightness_change <= 1, "rebalance.max_brightness_change",
+         "must be in [0, 1]"),
+        (0 <= rebalance.max_contrast_change <= 1, "rebalance.max_contrast_change",
+         "must be in [0, 1]"),
+    ]
     classes = config.data.classes
     if classes is not None:
         checks += [

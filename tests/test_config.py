@@ -115,3 +115,25 @@ def test_bad_overrides(override, message):
 def test_missing_config_lists_the_bundled_ones():
     with pytest.raises(MelanomaError, match=r"bundled configs: .*final\.yaml"):
         load_config("no-such-config.yaml")
+
+
+@pytest.mark.parametrize("override", [
+    "rebalance.rotate_probability=5", "rebalance.flip_probability=-0.1",
+    "rebalance.zoom_probability=1.5", "rebalance.brightness_probability=2",
+    "rebalance.contrast_probability=-1", "rebalance.max_rotation=-5", "rebalance.max_rotation=26",
+    "rebalance.max_zoom=-3", "rebalance.max_zoom=0.5", "rebalance.max_brightness_change=1.5",
+    "rebalance.max_contrast_change=-0.2", "rebalance.target=0",
+])
+def test_rebalance_values_out_of_range_name_the_key(override):
+    key = override.split("=")[0]
+    with pytest.raises(MelanomaError, match=rf"^config key '{re.escape(key)}' must ") as caught:
+        load_config(None, [override])
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("override", [
+    "rebalance.rotate_probability=0", "rebalance.flip_probability=1", "rebalance.max_rotation=25",
+    "rebalance.max_zoom=1", "rebalance.max_contrast_change=0", "rebalance.target=1",
+])
+def test_rebalance_values_at_the_range_ends_load(override):
+    load_config(None, [override])

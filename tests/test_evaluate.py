@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -76,8 +77,8 @@ def test_report_dir_files(json_run):
     with (report_dir / "predictions.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 12
-    assert set(rows[0]) == {"path", "true", "predicted", "melanoma_flag", *CLASSES}
-    assert sum(row["true"] == row["predicted"] for row in rows) == round(payload["accuracy"] * 12)
+    assert set(rows[0]) == {"path", "true", "prediction", "melanoma_flag", *CLASSES}
+    assert sum(row["true"] == row["prediction"] for row in rows) == round(payload["accuracy"] * 12)
     assert (report_dir / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -90,7 +91,7 @@ def test_table_output(trained_run, test_set):
     assert "skipped 1 unreadable file" in result.stderr
 
 
-@pytest.mark.parametrize(("threshold", "counts"), [("0", (4, 0, 0, 8)), ("1.01", (0, 4, 8, 0))])
+@pytest.mark.parametrize(("threshold", "counts"), [("0", (4, 0, 0, 8)), ("1", (0, 4, 8, 0))])
 def test_threshold_decides_the_melanoma_counts(trained_run, test_set, threshold, counts):
     result = evaluate(test_set, "--model", trained_run, "--json", "--melanoma-threshold", threshold)
     assert result.exit_code == 0, result.output
@@ -142,3 +143,27 @@ def test_no_readable_images(trained_run, tmp_path):
     result = evaluate(tmp_path / "test", "--model", trained_run)
     assert result.exit_code == 1
     assert "has no readable images" in result.stderr
+
+
+def test_predictions_csv_has_unix_line_endings_and_predict_column_names(json_run):
+    _, _, report_dir = json_run
+    data = (report_dir / "predictions.csv").read_bytes()
+    assert b"\r\n" not in data and data.count(b"\n") == 13
+    assert data.split(b"\n")[0].split(b",")[:3] == [b"path", b"true", b"prediction"]
+
+
+def test_nested_folders_and_loose_files_are_reported(trained_run, tmp_path):
+    test_dir = make_dataset(tmp_path / "test", per_class=2)
+    (test_dir / "nevus" / "old").mkdir()
+    shutil.copy(test_dir / "nevus" / "nev_000.jpg", test_dir / "nevus" / "old" / "nev_009.jpg")
+    (test_dir / "README.txt").write_text("notes")
+    (test_dir / "melanoma" / "empty.jpg").write_bytes(b"")
+    result = evaluate(test_dir, "--model", trained_run, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["n"] == 6
+    stderr = result.stderr
+    assert "ignored 1 folder(s) nested below a class folder" in stderr
+    assert str(test_dir / "nevus" / "old") in stderr
+    assert "ignored 1 file(s) outside any class folder" in stderr
+    assert str(test_dir / "README.txt") in stderr
+    assert "empty.jpg: empty file (0 bytes)" in stderr

@@ -13,8 +13,9 @@ from PIL import ImageEnhance
 from typer.testing import CliRunner
 
 from melanoma_cli.cli import app
-from melanoma_cli.data.inspection import hamming_pairs
+from melanoma_cli.data.inspection import hamming_pairs, inspect_dataset
 from melanoma_cli.data.scan import scan_dataset
+from melanoma_cli.utils.errors import MelanomaError
 
 runner = CliRunner()
 
@@ -153,3 +154,17 @@ def test_hamming_pairs_counts_bits():
     assert hamming_pairs(left, left, 3, same=True) == [(0, 1, 3), (0, 2, 1)]
     right = np.array([2**63 + 1], dtype=np.uint64)
     assert hamming_pairs(left, right, 1, same=False) == [(2, 0, 1)]
+
+
+
+def test_an_empty_file_is_reported_as_empty(dataset):
+    (dataset / "nevus" / "empty.jpg").write_bytes(b"")
+    report = inspect_dataset(dataset, near_threshold=0)
+    empty = {"path": str(dataset / "nevus" / "empty.jpg"), "reason": "empty file (0 bytes)"}
+    assert empty in report["unreadable"]
+
+
+@pytest.mark.parametrize("threshold", [-1, 65])
+def test_core_refuses_a_threshold_out_of_range_with_the_project_error(dataset, threshold):
+    with pytest.raises(MelanomaError, match="near_threshold must be in"):
+        inspect_dataset(dataset, near_threshold=threshold)

@@ -99,7 +99,7 @@ def test_json_for_mixed_formats_and_modes(trained_run, images):
     assert "model: " in result.stderr and "Decision aid only" in result.stderr
 
 
-@pytest.mark.parametrize(("threshold", "flag"), [("0", True), ("1.01", False)])
+@pytest.mark.parametrize(("threshold", "flag"), [("0", True), ("1", False)])
 def test_threshold_flags_everything_or_nothing(trained_run, images, threshold, flag):
     records = records_of(predict(images / "sub", "--model", trained_run, "--json",
                                  "--melanoma-threshold", threshold))
@@ -144,3 +144,11 @@ def test_errors_and_exit_codes(trained_run, images, tmp_path):
         assert last.startswith("Error: ") and message in last and more in last
         assert result.stdout.strip() == "" or "--json" not in args
     assert predict(images, "--model", trained_run, "--top-k", "0").exit_code == 2
+
+
+def test_csv_has_unix_line_endings(trained_run, images, tmp_path):
+    target = tmp_path / "predictions.csv"
+    result = predict(images / "rgba.png", images / "gray.jpg", "--model", trained_run, "--csv", target)
+    assert result.exit_code == 0, result.output
+    data = target.read_bytes()
+    assert b"\r\n" not in data and data.count(b"\n") == 3

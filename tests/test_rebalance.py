@@ -171,3 +171,13 @@ def test_an_interrupted_run_leaves_nothing(source, tmp_path, monkeypatch):
 def test_core_refuses_source_inside_out(source):
     with pytest.raises(MelanomaError, match="inside the output folder"):
         rebalance_module.check_destination(source, source.parent, overwrite=True)
+
+
+
+def test_rebalance_reports_progress_as_status_events(source, tmp_path):
+    events: list[tuple[str, dict]] = []
+    rebalance_module.rebalance_folder(source, tmp_path / "out", 6, RebalanceConfig(), seed=1,
+                                      progress=lambda kind, values: events.append((kind, values)))
+    assert events[0] == ("status", {"message": f"scanning {source}"})
+    assert {kind for kind, _ in events} == {"status"}
+    assert ("status", {"message": "nevus: copying 4, generating 2"}) in events

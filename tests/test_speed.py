@@ -182,3 +182,20 @@ def test_bundled_model_ships_an_up_to_date_litert_export():
     images = decode_many(examples, litert_model.image_size)[0]
     keras_model = load_classifier(None, "keras")  # a stale export would disagree with model.keras
     np.testing.assert_allclose(litert_model.predict(images), keras_model.predict(images), atol=1e-5)
+
+
+def test_dynamic_export_leaves_the_float_export_that_predict_runs(exported_run, lesions, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(exported_run, run)
+    float_bytes = (run / "model.tflite").read_bytes()
+    result = runner.invoke(app, ["export", "--model", str(run), "--quantize", "dynamic", "--json"])
+    assert result.exit_code == 0, result.output
+    assert Path(json.loads(result.stdout)["path"]) == run / "model_dynamic.tflite"
+    assert (run / "model_dynamic.tflite").stat().st_size > 0
+    assert (run / "model.tflite").read_bytes() == float_bytes
+    assert ModelInfo.load(run / INFO_FILE).exports == {
+        "tflite": "model.tflite", "tflite_dynamic": "model_dynamic.tflite"}
+    litert, _ = predictions(lesions, "--model", run, "--engine", "litert")
+    keras, _ = predictions(lesions, "--model", run, "--engine", "keras")
+    for fast, slow in zip(litert, keras, strict=True):
+        assert fast["probabilities"] == pytest.approx(slow["probabilities"], abs=1e-4)

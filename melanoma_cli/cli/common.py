@@ -1,23 +1,46 @@
-"""What every command shares: consoles, JSON output and the mapping of errors to exit codes."""
+"""What every command shares: consoles, option types, progress display, JSON output and errors."""
 
 from __future__ import annotations
 
 import functools
 import json
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from melanoma_cli.runtime.default_model import DEFAULT_MODEL_DIR
+from melanoma_cli.runtime.names import Engine
 from melanoma_cli.utils.errors import MelanomaError
+
+if TYPE_CHECKING:  # the core is imported lazily, so that --help stays instant
+    from melanoma_cli.runtime.classifier import Classifier
+    from melanoma_cli.utils.progress import Progress as ProgressCallback
 
 out = Console()
 err = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+MODEL_HELP = ("Run folder, or a .keras or .tflite file with its model.json beside it "
+              "(default: the bundled model, when one is installed).")
+THRESHOLD_HELP = ("Flag melanoma when p(melanoma) >= T (default: the model's threshold from "
+                  "model.json, else when melanoma is the most probable class).")
+
+ModelOption = Annotated[Path | None, typer.Option("--model", "-m", help=MODEL_HELP)]
+ThresholdOption = Annotated[float | None, typer.Option(
+    "--melanoma-threshold", min=0.0, max=1.0, help=THRESHOLD_HELP)]
+BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="Images per model call.")]
+EngineOption = Annotated[Engine, typer.Option(
+    "--engine", help="litert: the model's .tflite export, no TensorFlow (fast start); keras: "
+                     "model.keras; auto: litert when the export and ai-edge-litert are there.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
 def handle_errors(command: F) -> F:
@@ -46,3 +69,38 @@ def print_json(payload: Any) -> None:
 def warn(message: str) -> None:
     """A warning on stderr (so --json output on stdout stays valid)."""
     err.print(f"[yellow]Warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def print_status(kind: str, values: dict[str, Any], console: Console = err) -> None:
+    """Show the core's "status" events as dim lines on stderr; ignore the other kinds."""
+    if kind == "status":
+        console.print(f"[dim]{escape(values['message'])}[/]", highlight=False)
+
+
+@contextmanager
+def image_progress(label: str) -> Iterator[ProgressCallback]:
+    """A transient progress bar on stderr, and the callback that drives it from the core's events."""
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as progress:
+        task = progress.add_task(label, total=None)
+
+        def hook(kind: str, values: dict[str, Any]) -> None:
+            print_status(kind, values, progress.console)
+            if kind == "start":
+                progress.update(task, total=values["total"])
+            elif kind == "batch":
+                progress.advance(task, values["images"])
+
+        yield hook
+
+
+def announce_model(classifier: Classifier, threshold: float | None, as_json: bool) -> None:
+    """Name the model used and its melanoma rule (on stderr when stdout carries JSON)."""
+    rule = "argmax" if threshold is None else f"p >= {threshold:.3g}"
+    melanoma = f"melanoma flag: {rule}" if classifier.melanoma_class else "no melanoma class"
+    name = ("bundled default model (see `melanoma info`)"
+            if classifier.source.parent == DEFAULT_MODEL_DIR else str(classifier.source))
+    (err if as_json else out).print(
+        f"model: {name} ({len(classifier.classes)} classes, "
+        f"{classifier.image_size} px, {melanoma}) engine: {classifier.engine}",
+        highlight=False, markup=False, soft_wrap=True)

@@ -9,15 +9,21 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from melanoma_cli.cli.common import err, handle_errors, out, print_json, warn
-from melanoma_cli.cli.predict_command import (
-    MODEL_HELP,
+from melanoma_cli.cli.common import (
     BatchSizeOption,
     EngineOption,
+    JsonOption,
+    ModelOption,
     ThresholdOption,
     announce_model,
+    err,
+    handle_errors,
     image_progress,
+    out,
+    print_json,
+    warn,
 )
+from melanoma_cli.utils.class_names import abbreviations
 
 
 def _value(value: float | None, interval: list[float] | None = None) -> str:
@@ -62,14 +68,39 @@ def _melanoma_table(melanoma: dict) -> Table:
     return table
 
 
-def _confusion_table(report: dict) -> Table:
+def _confusion_table(report: dict, short: dict[str, str]) -> Table:
+    """Counts under abbreviated class names, so that nine classes fit in 80 columns."""
     table = Table(title="Confusion matrix (rows: true class, columns: predicted)")
-    table.add_column("true \\ predicted")
+    table.add_column("true \\ predicted", no_wrap=True)
     for name in report["classes"]:
-        table.add_column(escape(name), justify="right")
+        table.add_column(escape(short[name]), justify="right", no_wrap=True)
     for name, row in zip(report["classes"], report["confusion_matrix"], strict=True):
-        table.add_row(escape(name), *(str(count) for count in row))
+        table.add_row(escape(short[name]), *(str(count) for count in row))
     return table
+
+
+def _legend(short: dict[str, str], width: int) -> list[str]:
+    """'AK = actinic keratosis' items packed into lines of `width` characters, never split."""
+    lines: list[str] = []
+    line = ""
+    for name, code in short.items():
+        item = f"{code} = {name}"
+        if line and len(line) + len(item) + 2 > width:
+            lines.append(line + ",")
+            line = item
+        else:
+            line = f"{line}, {item}" if line else item
+    return [*lines, line]
+
+
+def _layout_warnings(nested: list[Path], outside_classes: list[Path]) -> None:
+    """What the test folder holds beside its class folders' images (ignored, like in training)."""
+    for paths, what in ((nested, "folder(s) nested below a class folder"),
+                        (outside_classes, "file(s) outside any class folder")):
+        if paths:
+            warn(f"ignored {len(paths)} {what}:")
+            for path in paths:
+                err.print(f"  {path}", highlight=False, markup=False, soft_wrap=True)
 
 
 @handle_errors
@@ -77,8 +108,8 @@ def evaluate(
     test_dir: Annotated[Path, typer.Argument(
         help="Test set: a folder with one subfolder per class, or with labels.csv beside images/ "
              "(or a labels CSV file).")],
-    model: Annotated[Path | None, typer.Option("--model", "-m", help=MODEL_HELP)] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    model: ModelOption = None,
+    as_json: JsonOption = False,
     report_dir: Annotated[Path | None, typer.Option(
         "--report-dir", help="Also write metrics.json, predictions.csv and confusion_matrix.png "
                              "to this folder.")] = None,
@@ -110,6 +141,7 @@ def evaluate(
     with image_progress("evaluating") as hook:
         result = evaluate_folder(classifier, test_dir, threshold, batch_size, hook,
                                  taxonomy=taxonomy, merges=merges)
+    _layout_warnings(result.nested, result.outside_classes)
     if result.skipped:
         warn(f"skipped {len(result.skipped)} unreadable file(s):")
         for item in result.skipped:
@@ -126,6 +158,9 @@ def evaluate(
             out.print(f"[dim]{escape(name)} = sum of {escape(' + '.join(members))}[/]", highlight=False)
         if report["melanoma"] is not None:
             out.print(_melanoma_table(report["melanoma"]))
-        out.print(_confusion_table(report))
+        short = abbreviations(report["classes"])
+        out.print(_confusion_table(report, short))
+        for line in _legend(short, out.width):
+            out.print(line, highlight=False, markup=False, soft_wrap=True)
     if report_dir is not None:
         err.print(f"report written to {report_dir}", highlight=False, markup=False)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from melanoma_cli.cli.common import handle_errors, out, print_json
+from melanoma_cli.cli.common import JsonOption, handle_errors, out, print_json
 from melanoma_cli.runtime.names import ExportFormat, Quantize
 
 
@@ -19,9 +19,10 @@ def export(
         "--format", "-f", help="tflite: a LiteRT flatbuffer that predict runs without TensorFlow; "
                                "savedmodel: a TensorFlow SavedModel folder.")] = "tflite",
     quantize: Annotated[Quantize | None, typer.Option(
-        "--quantize", help="dynamic: int8 weights, float activations (tflite only; smaller, "
-                           "not always faster).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+        "--quantize", help="dynamic: int8 weights, float activations, written to "
+                           "model_dynamic.tflite beside the float export that predict runs "
+                           "(tflite only; smaller, not always faster).")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Export a trained model (float32 by default), check it against Keras and record it in model.json."""
     from melanoma_cli.engine.export import export_model

@@ -9,8 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from melanoma_cli.cli.common import handle_errors, out, print_json
-from melanoma_cli.cli.predict_command import DISCLAIMER
+from melanoma_cli.cli.common import JsonOption, handle_errors, out, print_json
+from melanoma_cli.utils.notice import DISCLAIMER
 
 
 def _fmt(value: Any, interval: list[float] | None = None) -> str:
@@ -43,8 +43,8 @@ def _validation_rows(validation: dict) -> list[tuple[str, str]]:
 @handle_errors
 def info(
     model: Annotated[Path | None, typer.Option(
-        "--model", "-m", help="Run folder or .keras file [default: the bundled model].")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+        "--model", "-m", help="Run folder or .keras file \\[default: the bundled model].")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Show a model's card: classes, input size, melanoma threshold, training and validation metrics."""
     from melanoma_cli.engine.model_card import model_summary
@@ -55,8 +55,8 @@ def info(
         return
     table = Table(title="bundled default model" if summary["bundled"] else escape(summary["model"]),
                   show_header=False)
-    table.add_column("field")
-    table.add_column("value")
+    table.add_column("field", no_wrap=True)
+    table.add_column("value", overflow="fold")  # long paths wrap, never cut short
     table.add_row("classes", escape(", ".join(summary["classes"])))
     table.add_row("input", f"{summary['image_size']}x{summary['image_size']} RGB")
     threshold = summary["melanoma_threshold"]

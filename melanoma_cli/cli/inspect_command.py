@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from melanoma_cli.cli.common import err, handle_errors, out, print_json
+from melanoma_cli.cli.common import JsonOption, err, handle_errors, out, print_json
 from melanoma_cli.utils.errors import MelanomaError
 
 
@@ -182,7 +182,7 @@ def inspect_dataset(
     plot: Annotated[Path | None, typer.Option(
         "--plot", help="Write a class distribution bar chart to this file (e.g. classes.png).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Report class balance, unreadable files, duplicates, label conflicts and test leakage.
 

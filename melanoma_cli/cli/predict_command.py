@@ -2,65 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from melanoma_cli.cli.common import err, handle_errors, out, print_json, warn
-from melanoma_cli.runtime.default_model import DEFAULT_MODEL_DIR, EXAMPLES_DIR
-from melanoma_cli.runtime.names import Engine
+from melanoma_cli.cli.common import (
+    BatchSizeOption,
+    EngineOption,
+    JsonOption,
+    ModelOption,
+    ThresholdOption,
+    announce_model,
+    err,
+    handle_errors,
+    image_progress,
+    out,
+    print_json,
+    warn,
+)
+from melanoma_cli.runtime.default_model import EXAMPLES_DIR
+from melanoma_cli.utils.notice import DISCLAIMER
 
 if TYPE_CHECKING:  # the core is imported lazily, so that --help stays instant
     from melanoma_cli.engine.prediction import Prediction
-    from melanoma_cli.runtime.classifier import Classifier
-
-DISCLAIMER = "Decision aid only: not a diagnosis. Refer suspicious lesions to a dermatologist."
-MODEL_HELP = ("Run folder, or a .keras or .tflite file with its model.json beside it "
-              "(default: the bundled model, when one is installed).")
-THRESHOLD_HELP = ("Flag melanoma when p(melanoma) >= T (default: the model's threshold from "
-                  "model.json, else when melanoma is the most probable class).")
-ThresholdOption = Annotated[float | None, typer.Option(
-    "--melanoma-threshold", min=0.0, help=THRESHOLD_HELP)]
-BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="Images per model call.")]
-EngineOption = Annotated[Engine, typer.Option(
-    "--engine", help="litert: the model's .tflite export, no TensorFlow (fast start); keras: "
-                     "model.keras; auto: litert when the export and ai-edge-litert are there.")]
-
-
-@contextmanager
-def image_progress(label: str) -> Iterator[Any]:
-    """A transient progress bar on stderr, and the hook that drives it from the core's events."""
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as progress:
-        task = progress.add_task(label, total=None)
-
-        def hook(kind: str, values: dict[str, Any]) -> None:
-            if kind == "status":
-                progress.console.print(f"[dim]{values['message']}[/]", highlight=False)
-            elif kind == "start":
-                progress.update(task, total=values["total"])
-            elif kind == "batch":
-                progress.advance(task, values["images"])
-
-        yield hook
-
-
-def announce_model(classifier: Classifier, threshold: float | None, as_json: bool) -> None:
-    """Name the model used and its melanoma rule (on stderr when stdout carries JSON)."""
-    rule = "argmax" if threshold is None else f"p >= {threshold:.3g}"
-    melanoma = f"melanoma flag: {rule}" if classifier.melanoma_class else "no melanoma class"
-    name = ("bundled default model (see `melanoma info`)"
-            if classifier.source.parent == DEFAULT_MODEL_DIR else str(classifier.source))
-    (err if as_json else out).print(
-        f"model: {name} ({len(classifier.classes)} classes, "
-        f"{classifier.image_size} px, {melanoma}) engine: {classifier.engine}",
-        highlight=False, markup=False, soft_wrap=True)
 
 
 def _shown_path(path: Path) -> str:
@@ -92,10 +60,10 @@ def predict(
         metavar="[PATHS]...", help="Image files, folders (searched recursively) and globs.")] = None,
     examples: Annotated[bool, typer.Option(
         "--examples", help="Predict the bundled example images (one per class).")] = False,
-    model: Annotated[Path | None, typer.Option("--model", "-m", help=MODEL_HELP)] = None,
+    model: ModelOption = None,
     top_k: Annotated[int, typer.Option(
         "--top-k", "-k", min=1, help="How many classes to list per image.")] = 3,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON.")] = False,
+    as_json: JsonOption = False,
     csv_file: Annotated[Path | None, typer.Option(
         "--csv", help="Also write the predictions to this CSV file.")] = None,
     threshold: ThresholdOption = None,

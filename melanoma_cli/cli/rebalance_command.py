@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from melanoma_cli.cli.common import err, handle_errors, out, print_json, warn
+from melanoma_cli.cli.common import JsonOption, err, handle_errors, out, print_json, print_status, warn
 
 
 def _result_table(result: dict[str, Any]) -> Table:
@@ -65,7 +65,7 @@ def rebalance(
         help="Override a config value, e.g. rebalance.max_rotation=15 (repeatable).")] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace a previous rebalance output folder.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Copy a dataset to --out and add Augmentor images until every class reaches the target."""
     from melanoma_cli.config import load_config
@@ -78,7 +78,7 @@ def rebalance(
         config=settings.rebalance,
         seed=seed if seed is not None else settings.seed,
         overwrite=overwrite,
-        progress=lambda message: err.print(f"[dim]{escape(message)}[/]", highlight=False),
+        progress=print_status,
     )
     _warnings(result)
     if as_json:

@@ -10,16 +10,15 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from melanoma_cli.cli.common import err, handle_errors, out, print_json, warn
+from melanoma_cli.cli.common import err, handle_errors, out, print_json, print_status, warn
 
 
 def _progress_hook(progress: Progress):
     state: dict[str, Any] = {"task": None, "epoch": 0, "epochs": 0}
 
     def hook(kind: str, values: dict[str, Any]) -> None:
-        if kind == "status":
-            err.print(f"[dim]{values['message']}[/]", highlight=False)
-        elif kind == "start":
+        print_status(kind, values, progress.console)
+        if kind == "start":
             state["epochs"], state["steps"] = values["epochs"], values["steps"]
             err.print(f"training on {values['train']} images, validating on {values['validation']}")
             state["task"] = progress.add_task(f"epoch {values['done'] + 1}",
@@ -84,13 +83,13 @@ def train(
     config: str | None = typer.Option(None, "--config", "-c",
                                       help="YAML config: a path, or the name of a bundled config "
                                            "(baseline.yaml, augmented.yaml, final.yaml) "
-                                           "[default: baseline.yaml]."),
+                                           "\\[default: baseline.yaml]."),
     data: list[str] = typer.Option([], "--data", "-d", metavar="[NAME=]PATH",
                                    help="Training source (repeatable): a folder with one subfolder "
                                         "per class, or a folder with labels.csv beside images/ "
                                         "(with --resume: only if the run's data has moved)."),
     out_dir: Path | None = typer.Option(None, "--out", "-o",
-                                        help="Run folder to create [default: runs/<config name>]."),
+                                        help="Run folder to create \\[default: runs/<config name>]."),
     overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
                                         help="Override a config value, e.g. train.epochs=5 (repeatable)."),
     holdout: list[Path] = typer.Option([], "--holdout",

@@ -42,11 +42,13 @@ def describe_error(exc: Exception) -> str:
 
 
 def open_image(data: bytes, draft_size: int | None = None) -> Image.Image:
-    """Open and fully decode image bytes (first frame of animations); raises on corrupt data.
+    """Open and fully decode image bytes (first frame of animations); raises on empty or corrupt data.
 
     `draft_size` lets JPEG decoding downscale in the DCT, which makes huge photos cheap;
     the stored size stays in `image.info["original_size"]`.
     """
+    if not data:
+        raise ValueError("empty file (0 bytes)")
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         image = Image.open(io.BytesIO(data))
@@ -75,17 +77,32 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return Image.fromarray(array[..., :3], mode="RGB")
 
 
-def load_rgb(path: Path, size: int | None = None) -> np.ndarray:
-    """Read one file as a (size, size, 3) uint8 RGB array (native size if None); raises if unreadable."""
-    image = to_rgb(open_image(Path(path).read_bytes(), draft_size=size))
-    if size is not None and image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(image, dtype=np.uint8)
+def to_model_input(image: Image.Image | Path, size: int) -> np.ndarray:
+    """The (size, size, 3) uint8 RGB array the model takes, exactly as training makes it.
+
+    A path is read with `open_image`, JPEGs decoded straight at reduced scale; a PIL image that is
+    not loaded yet (fresh from `Image.open`) is decoded the same way. Then any mode becomes 8-bit
+    RGB (`to_rgb`, EXIF orientation applied) and is resized bilinearly. Raises if unreadable.
+    """
+    if isinstance(image, Image.Image):
+        if image.format == "JPEG":
+            image.draft("RGB", (size, size))  # no effect on an image that is already loaded
+    else:
+        image = open_image(Path(image).read_bytes(), draft_size=size)
+    rgb = to_rgb(image)
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    """One file at its native size as an RGB uint8 array (Augmentor's input); raises if unreadable."""
+    return np.asarray(to_rgb(open_image(Path(path).read_bytes())), dtype=np.uint8)
 
 
 def _try_load(path: Path, size: int) -> np.ndarray | Unreadable:
     try:
-        return load_rgb(path, size)
+        return to_model_input(path, size)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
             Image.DecompressionBombWarning, RecursionError) as exc:
         return Unreadable(Path(path), describe_error(exc))

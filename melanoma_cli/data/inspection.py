@@ -1,6 +1,6 @@
 """A dataset health report: class balance, unreadable files, duplicates, conflicts, leakage.
 
-Everything comes from one read of each file (dataset.scan_dataset); nothing here prints.
+Everything comes from one read of each file (data.scan); nothing here prints.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from melanoma_cli.data.dedupe import clean_images, hamming_blocks
 from melanoma_cli.data.images import Unreadable
 from melanoma_cli.data.scan import DatasetScan, ImageFile, scan_dataset, scan_sources
 from melanoma_cli.data.sources import parse_source
+from melanoma_cli.utils.errors import MelanomaError
 
 MAX_HAMMING = 64  # bits in a perceptual hash
 
@@ -160,7 +161,7 @@ def inspect_dataset(
     Raises MelanomaError only when a folder cannot be read as a dataset.
     """
     if not 0 <= near_threshold <= MAX_HAMMING:
-        raise ValueError(f"near_threshold must be in [0, {MAX_HAMMING}], got {near_threshold}")
+        raise MelanomaError(f"near_threshold must be in [0, {MAX_HAMMING}], got {near_threshold}")
     perceptual = near_threshold > 0
     roots = root if isinstance(root, list) else [root]
     scan = scan_sources([parse_source(str(r)) for r in roots], perceptual_hash=perceptual)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from melanoma_cli.config import AugmentConfig
-from melanoma_cli.utils.tensorflow import import_keras
+from melanoma_cli.utils.tensorflow import import_keras, import_tensorflow
 
 
 def build_augmenter(config: AugmentConfig, seed: int):
@@ -55,7 +55,7 @@ def make_dataset(
 
     Shuffling and augmentation are for the training split only; they are seeded.
     """
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     if labels is None:
         dataset = tf.data.Dataset.from_tensor_slices(images)

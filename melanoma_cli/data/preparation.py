@@ -1,4 +1,4 @@
-"""Training data for one run: scan, clean, split, decode, and rebalance the training split."""
+"""Training data for one run: scan and decode, clean, split, and rebalance the training split."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 
 from melanoma_cli.config import Config, SourceConfig
 from melanoma_cli.data.dedupe import HoldoutIndex
-from melanoma_cli.data.images import Unreadable, decode_many, iter_image_files
+from melanoma_cli.data.images import Unreadable, iter_image_files
 from melanoma_cli.data.scan import DatasetScan, ImageFile, fingerprint_files, scan_sources
 from melanoma_cli.data.split import Split, split_dataset
 from melanoma_cli.utils.errors import MelanomaError
@@ -40,11 +40,11 @@ def holdout_index(folders: Sequence[Path]) -> HoldoutIndex:
     return HoldoutIndex.of(images)
 
 
-def _decode(files: list[ImageFile], classes: list[str], size: int, skipped: list[Unreadable]):
-    images, kept, failures = decode_many([f.path for f in files], size)
-    skipped.extend(failures)
-    labels = np.array([classes.index(files[i].label) for i in kept], dtype=np.int64)
-    return images, labels
+def _arrays(files: list[ImageFile], scan: DatasetScan, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The images the scan decoded for `files` (handed over, not copied twice) and their labels."""
+    images = [scan.pixels.pop(f.path) for f in files]
+    labels = np.array([scan.classes.index(f.label) for f in files], dtype=np.int64)
+    return (np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)), labels
 
 
 def _rebalance_train(data: PreparedData, config: Config) -> None:
@@ -88,9 +88,9 @@ def _check_classes(scan: DatasetScan, expected: list[str] | None) -> None:
 def prepare_data(config: Config, sources: Sequence[SourceConfig] = (),
                  holdout_dirs: Sequence[Path] = ()) -> PreparedData:
     """Scan the sources (the config's, then `sources`), de-duplicate, split, decode, rebalance."""
-    near = config.data.near_duplicate_distance
+    near, size = config.data.near_duplicate_distance, config.data.image_size
     scan = scan_sources([*config.data.sources, *sources], config.data.classes,
-                        perceptual_hash=near is not None)
+                        perceptual_hash=near is not None, image_size=size)
     _check_classes(scan, config.data.classes)
     split = split_dataset(
         scan,
@@ -103,11 +103,10 @@ def prepare_data(config: Config, sources: Sequence[SourceConfig] = (),
         near_duplicate_distance=near,
         validation_source=config.data.validation_source,
     )
-    skipped = list(scan.unreadable)
-    size = config.data.image_size
-    train_images, train_labels = _decode(split.train, scan.classes, size, skipped)
-    val_images, val_labels = _decode(split.validation, scan.classes, size, skipped)
-    data = PreparedData(scan.classes, train_images, train_labels, val_images, val_labels, split, skipped)
+    train_images, train_labels = _arrays(split.train, scan, size)
+    val_images, val_labels = _arrays(split.validation, scan, size)
+    data = PreparedData(scan.classes, train_images, train_labels, val_images, val_labels, split,
+                        list(scan.unreadable))
     if config.rebalance.enabled:
         _rebalance_train(data, config)
     return data

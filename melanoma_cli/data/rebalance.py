@@ -11,7 +11,7 @@ import os
 import random
 import shutil
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from melanoma_cli.data.images import load_rgb
 from melanoma_cli.data.scan import DatasetScan, ImageFile, scan_dataset
 from melanoma_cli.utils.atomic import write_text
 from melanoma_cli.utils.errors import MelanomaError
+from melanoma_cli.utils.progress import Progress, no_progress
 
 MARKER = ".melanoma-rebalance.json"  # marks a folder written by rebalance_folder
 
@@ -174,7 +175,7 @@ def rebalance_folder(
     config: RebalanceConfig,
     seed: int,
     overwrite: bool = False,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress = no_progress,
 ) -> dict[str, Any]:
     """Write a copy of `source` to `out` with every class grown to `target` by Augmentor.
 
@@ -183,9 +184,8 @@ def rebalance_folder(
     complete or not at all: everything is written to a folder beside it, renamed at the end.
     """
     source, out = Path(source), Path(out)
-    report = progress or (lambda message: None)
     check_destination(source, out, overwrite)
-    report(f"scanning {source}")
+    progress("status", {"message": f"scanning {source}"})
     scan = scan_dataset(source)
     counts = scan.counts()
     goal = target if target is not None else max(counts.values(), default=0)
@@ -196,7 +196,7 @@ def rebalance_folder(
         out.parent.mkdir(parents=True, exist_ok=True)
         staging.mkdir()
         for index, name in enumerate(scan.classes):
-            report(f"{name}: copying {counts[name]}, generating {plan[name]}")
+            progress("status", {"message": f"{name}: copying {counts[name]}, generating {plan[name]}"})
             files = [f for f in scan.images if f.label == name]
             _write_class(staging / name, files, plan[name], config, seed + index)
         write_text(staging / MARKER, json.dumps(summary, indent=2) + "\n")

@@ -8,10 +8,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from melanoma_cli.config import SourceConfig
-from melanoma_cli.data.images import DECODE_WORKERS, Unreadable, describe_error, open_image, to_rgb
+from melanoma_cli.data.images import (
+    DECODE_WORKERS,
+    Unreadable,
+    describe_error,
+    open_image,
+    to_model_input,
+    to_rgb,
+)
 from melanoma_cli.data.sources import (
     Entry,
     SourceListing,
@@ -56,6 +64,8 @@ class DatasetScan:
         if len(self.sources) > 1:
             return "sources " + ", ".join(f"'{s.name}'" for s in self.sources)
         return f"'{self.root}'"
+    pixels: dict[Path, np.ndarray] = field(default_factory=dict)  # model inputs, when asked for
+
 
     def counts(self) -> dict[str, int]:
         """Readable images per class, in class order."""
@@ -96,24 +106,31 @@ def thumbnail(image: Image.Image) -> bytes:
     return small.tobytes()
 
 
-def _inspect_file(entry: Entry, with_phash: bool) -> ImageFile | Unreadable:
+def _inspect_file(entry: Entry, with_phash: bool,
+                  image_size: int | None = None) -> tuple[ImageFile, np.ndarray | None] | Unreadable:
+    """The file's facts and, with `image_size`, its model input, from one read and one decode."""
     try:
         data = entry.path.read_bytes()
-        image = open_image(data, draft_size=256)
+        image = open_image(data, draft_size=image_size or 256)
         width, height = image.info["original_size"]
-        return ImageFile(
+        facts = ImageFile(
             path=entry.path, label=entry.label, sha256=hashlib.sha256(data).hexdigest(),
             width=width, height=height, mode=image.mode, format=image.format or "unknown",
             phash=perceptual_hash(image) if with_phash else None,
             thumbnail=thumbnail(image) if with_phash else None,
             source=entry.source, group=entry.group,
         )
+        return facts, None if image_size is None else to_model_input(image, image_size)
     except Exception as exc:  # any decoder failure means "unreadable", never a crash
         return Unreadable(entry.path, describe_error(exc))
 
 
-def _read(listings: list[SourceListing], with_phash: bool) -> DatasetScan:
-    """Read every listed file once, in parallel; classes are the labels met (sorted)."""
+def _read(listings: list[SourceListing], with_phash: bool, image_size: int | None = None) -> DatasetScan:
+    """Read every listed file once, in parallel; classes are the labels met (sorted).
+
+    With `image_size`, the scan keeps each image's model input (`to_model_input`) in `pixels`,
+    so that training decodes every file once.
+    """
     classes = {e.label for listing in listings for e in listing.entries}
     for listing in listings:
         if listing.kind == "folders":  # an empty class folder is still a class (and an error later)
@@ -125,18 +142,26 @@ def _read(listings: list[SourceListing], with_phash: bool) -> DatasetScan:
         scan.nested.extend(listing.nested)
         scan.outside_classes.extend(listing.loose)
     with ThreadPoolExecutor(DECODE_WORKERS) as pool:
-        for result in pool.map(lambda entry: _inspect_file(entry, with_phash), entries):
-            (scan.unreadable if isinstance(result, Unreadable) else scan.images).append(result)
+        for result in pool.map(lambda entry: _inspect_file(entry, with_phash, image_size), entries):
+            if isinstance(result, Unreadable):
+                scan.unreadable.append(result)
+                continue
+            facts, pixels = result
+            scan.images.append(facts)
+            if pixels is not None:
+                scan.pixels[facts.path] = pixels
     return scan
 
 
-def scan_dataset(root: Path | str, perceptual_hash: bool = False) -> DatasetScan:
+def scan_dataset(root: Path | str, perceptual_hash: bool = False,
+                 image_size: int | None = None) -> DatasetScan:
     """Read every file directly inside `root/<class>/` once: hash it and check it decodes.
 
-    With `perceptual_hash`, each decoded image also gets a perceptual hash (near duplicates).
+    With `perceptual_hash`, each decoded image also gets a perceptual hash (near duplicates);
+    with `image_size`, its model input (see `_read`).
     """
     root = Path(root)
-    return _read([list_folder_source(root, root.absolute().name)], perceptual_hash)
+    return _read([list_folder_source(root, root.absolute().name)], perceptual_hash, image_size)
 
 
 def fingerprint_files(paths: list[Path]) -> tuple[list[ImageFile], list[Unreadable]]:
@@ -145,11 +170,14 @@ def fingerprint_files(paths: list[Path]) -> tuple[list[ImageFile], list[Unreadab
     unreadable: list[Unreadable] = []
     with ThreadPoolExecutor(DECODE_WORKERS) as pool:
         for result in pool.map(lambda path: _inspect_file(Entry(path, "", ""), True), paths):
-            (unreadable if isinstance(result, Unreadable) else images).append(result)
+            if isinstance(result, Unreadable):
+                unreadable.append(result)
+            else:
+                images.append(result[0])
     return images, unreadable
 
 
 def scan_sources(specs: list[SourceConfig], classes: list[str] | None = None,
-                 perceptual_hash: bool = True) -> DatasetScan:
-    """Read the files of several sources of either format into one scan."""
-    return _read(list_sources(specs, classes), perceptual_hash)
+                 perceptual_hash: bool = True, image_size: int | None = None) -> DatasetScan:
+    """Read the files of several sources of either format into one scan (see `_read`)."""
+    return _read(list_sources(specs, classes), perceptual_hash, image_size)

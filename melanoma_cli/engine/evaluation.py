@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +14,13 @@ import numpy as np
 from melanoma_cli.data.images import Unreadable
 from melanoma_cli.data.sources import SourceListing, list_source, parse_source
 from melanoma_cli.engine.metrics import BOOTSTRAP_RESAMPLES, evaluation_report, melanoma_flags
-from melanoma_cli.engine.prediction import ProgressHook, classify_batches, resolve_threshold
+from melanoma_cli.engine.prediction import classify_batches, resolve_threshold
 from melanoma_cli.engine.taxonomy import TaxonomyChoice, resolve_taxonomy
 from melanoma_cli.runtime.classifier import Classifier
 from melanoma_cli.runtime.run_folder import INFO_FILE
 from melanoma_cli.utils.atomic import write_text, write_with
 from melanoma_cli.utils.errors import MelanomaError
+from melanoma_cli.utils.progress import Progress, no_progress
 
 
 @dataclass
@@ -33,7 +34,8 @@ class EvaluationResult:
     skipped: list[Unreadable]
     model: Path
     test_dir: Path
-    listing: SourceListing | None = None  # what reading the test set passed over
+    nested: list[Path] = field(default_factory=list)  # folders below class folders (ignored)
+    outside_classes: list[Path] = field(default_factory=list)  # loose files in test_dir (ignored)
 
     def summary(self) -> dict[str, Any]:
         """The report with its provenance (what --json prints and metrics.json holds)."""
@@ -58,7 +60,7 @@ def evaluate_folder(
     test_dir: Path,
     threshold: float | None = None,
     batch_size: int = 64,
-    progress: ProgressHook | None = None,
+    progress: Progress = no_progress,
     resamples: int = BOOTSTRAP_RESAMPLES,
     taxonomy: TaxonomyChoice = "auto",
     merges: dict[str, list[str]] | None = None,
@@ -69,9 +71,8 @@ def evaluate_folder(
     classes by name; coarser test classes sum the probabilities of the model classes they
     merge (see `taxonomy`). Unreadable files are skipped.
     """
-    report = progress or (lambda kind, values: None)
     test_dir = Path(test_dir)
-    report("status", {"message": f"reading {test_dir}"})
+    progress("status", {"message": f"reading {test_dir}"})
     listing, has_unknown = _test_entries(test_dir)
     classes = resolve_taxonomy(classifier.classes, {e.label for e in listing.entries}, has_unknown,
                                taxonomy, merges)
@@ -87,13 +88,13 @@ def evaluate_folder(
         raise MelanomaError(f"test folder '{test_dir}' has no readable images")
     labels = np.array([classes.classes.index(listing.entries[i].label) for i in kept], dtype=np.int64)
     probabilities = classes.merge(np.concatenate(rows))
-    report("status", {"message": "computing metrics and bootstrap confidence intervals"})
+    progress("status", {"message": "computing metrics and bootstrap confidence intervals"})
     melanoma = classifier.melanoma_class if classifier.melanoma_class in classes.classes else None
     metrics = evaluation_report(labels, probabilities, classes.classes, melanoma,
                                 resolve_threshold(classifier, threshold), resamples)
     metrics["taxonomy"] = {"name": classes.name, "merged": classes.merged(classifier.classes)}
     return EvaluationResult(metrics, [files[i] for i in kept], labels, probabilities, skipped,
-                            classifier.source, test_dir, listing)
+                            classifier.source, test_dir, listing.nested, listing.loose)
 
 
 def _write_predictions(result: EvaluationResult, path: Path) -> None:
@@ -106,8 +107,8 @@ def _write_predictions(result: EvaluationResult, path: Path) -> None:
 
     def write(tmp: Path) -> None:
         with tmp.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["path", "true", "predicted",
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["path", "true", "prediction",
                              *(["melanoma_flag"] if flags is not None else []), *classes])
             for row, file in enumerate(result.paths):
                 probabilities = result.probabilities[row]

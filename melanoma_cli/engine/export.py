@@ -22,7 +22,7 @@ from melanoma_cli.runtime.names import EXPORT_FORMATS, QUANTIZE_MODES, ExportFor
 from melanoma_cli.runtime.run_folder import ModelInfo, load_model, resolve_model_path
 from melanoma_cli.utils.atomic import write_with
 from melanoma_cli.utils.errors import MelanomaError, first_line
-from melanoma_cli.utils.tensorflow import silenced_stderr
+from melanoma_cli.utils.tensorflow import import_tensorflow, silenced_stderr
 
 SAVEDMODEL_DIR = "saved_model"
 CHECK_IMAGES = 8
@@ -33,7 +33,12 @@ def export_name(fmt: ExportFormat, quantize: Quantize | None) -> str:
     """The file (or folder) name of an export inside the model folder."""
     if fmt == "savedmodel":
         return SAVEDMODEL_DIR
-    return "model.tflite" if quantize is None else f"model.{quantize}.tflite"
+    return "model.tflite" if quantize is None else f"model_{quantize}.tflite"
+
+
+def export_key(fmt: ExportFormat, quantize: Quantize | None) -> str:
+    """The export's key in model.json `exports`: tflite (what predict runs), tflite_dynamic, ..."""
+    return fmt if quantize is None else f"{fmt}_{quantize}"
 
 
 def check_batch(image_size: int) -> np.ndarray:
@@ -51,7 +56,7 @@ def _quiet() -> Any:
 
 
 def _tflite_bytes(network: Any, quantize: Quantize | None) -> bytes:
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     converter = tf.lite.TFLiteConverter.from_keras_model(network)
     if quantize == "dynamic":
@@ -64,7 +69,7 @@ def _tflite_outputs(path: Path, info: ModelInfo, images: np.ndarray) -> np.ndarr
     """Run the written flatbuffer: in LiteRT if installed, else in TensorFlow's own interpreter."""
     interpreter = interpreter_class()
     if interpreter is None:
-        import tensorflow as tf
+        tf = import_tensorflow()
 
         interpreter = tf.lite.Interpreter
     with _quiet():
@@ -89,7 +94,7 @@ def _replace_folder(target: Path, build: Any) -> None:
 
 
 def _savedmodel_outputs(path: Path, images: np.ndarray) -> np.ndarray:
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     with _quiet():
         served = tf.saved_model.load(str(path))
@@ -140,7 +145,7 @@ def export_model(model_path: Path | str, fmt: ExportFormat = "tflite",
     try:
         exported = _write_export(loaded.model, loaded.info, target, fmt, quantize, images)
         info = ModelInfo.load(info_file)  # re-read: record the export without dropping other edits
-        info.exports[fmt] = target.name
+        info.exports[export_key(fmt, quantize)] = target.name
         info.save(info_file.parent)
     except (OSError, ValueError, RuntimeError) as exc:
         raise MelanomaError(f"exporting '{model_file}' as {fmt} failed: {first_line(exc)}") from exc

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import glob
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,8 @@ from melanoma_cli.engine.metrics import melanoma_flags
 from melanoma_cli.runtime.classifier import Classifier
 from melanoma_cli.utils.atomic import write_with
 from melanoma_cli.utils.errors import MelanomaError
+from melanoma_cli.utils.progress import Progress, no_progress
 
-ProgressHook = Callable[[str, dict[str, Any]], None]
 GLOB_CHARACTERS = frozenset("*?[")
 
 
@@ -96,15 +96,14 @@ def resolve_threshold(classifier: Classifier, threshold: float | None) -> float 
 
 
 def classify_batches(classifier: Classifier, paths: Sequence[Path], batch_size: int = 64,
-                     progress: ProgressHook | None = None) -> Iterator[Batch]:
+                     progress: Progress = no_progress) -> Iterator[Batch]:
     """Decode and classify `paths` one batch at a time (memory bounded by the batch size)."""
-    report = progress or (lambda kind, values: None)
-    report("start", {"total": len(paths)})
+    progress("start", {"total": len(paths)})
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
         images, kept, unreadable = decode_many(chunk, classifier.image_size)
         probabilities = classifier.predict(images)
-        report("batch", {"images": len(chunk)})
+        progress("batch", {"images": len(chunk)})
         yield Batch([start + i for i in kept], probabilities, unreadable)
 
 
@@ -126,7 +125,7 @@ def predict_files(
     batch_size: int = 64,
     top_k: int = 3,
     threshold: float | None = None,
-    progress: ProgressHook | None = None,
+    progress: Progress = no_progress,
 ) -> Iterator[Prediction | Unreadable]:
     """Predictions (or the reason a file could not be read), yielded batch by batch.
 
@@ -157,7 +156,7 @@ def write_csv(predictions: Sequence[Prediction], classes: list[str], path: Path)
 
     def write(tmp: Path) -> None:
         with tmp.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
+            writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(["path", "prediction", "probability", "melanoma_probability",
                              "melanoma_flag", *classes])
             for item in predictions:

@@ -27,7 +27,7 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,9 +51,9 @@ from melanoma_cli.runtime.run_folder import (
 )
 from melanoma_cli.utils.atomic import write_text, write_with
 from melanoma_cli.utils.errors import MelanomaError, first_line
+from melanoma_cli.utils.progress import Progress as ProgressHook
 from melanoma_cli.utils.tensorflow import import_keras, seed_everything
 
-ProgressHook = Callable[[str, dict[str, Any]], None]
 LAST_FILE = "last.keras"
 STATE_FILE = "state.json"
 HISTORY_FILE = "history.csv"

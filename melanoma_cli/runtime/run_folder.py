@@ -14,6 +14,7 @@ from typing import Any
 from melanoma_cli import __version__
 from melanoma_cli.utils.atomic import write_text
 from melanoma_cli.utils.errors import MelanomaError, first_line
+from melanoma_cli.utils.tensorflow import import_keras, import_tensorflow
 
 MODEL_FILE = "model.keras"
 INFO_FILE = "model.json"
@@ -69,8 +70,7 @@ class ModelInfo:
 
 def runtime_versions() -> dict[str, str]:
     """Versions that a saved model depends on."""
-    import keras
-    import tensorflow as tf
+    keras, tf = import_keras(), import_tensorflow()
 
     return {
         "melanoma_cli": __version__,

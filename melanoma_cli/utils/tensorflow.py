@@ -39,10 +39,16 @@ def import_keras() -> ModuleType:
     return keras
 
 
+def import_tensorflow() -> ModuleType:
+    """Import TensorFlow, quietly (with Keras on top of it, as `import_keras` does)."""
+    import_keras()
+    return sys.modules["tensorflow"]
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and TensorFlow, and make TensorFlow's ops deterministic."""
     keras = import_keras()
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()

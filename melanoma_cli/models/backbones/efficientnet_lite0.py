@@ -11,10 +11,12 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from melanoma_cli.models.backbones.torch_legacy import read_legacy_state_dict
+from melanoma_cli.utils.tensorflow import import_keras
+
+keras = import_keras()
 
 BLOCK_COUNT = 16
 FEATURE_CHANNELS = 1280
