@@ -51,27 +51,21 @@ def final_child(data: Path, warmup: int, steps: int, overrides: list[str]) -> di
     from melanoma_cli.config import SourceConfig, load_config
     from melanoma_cli.data.pipeline import build_augmenter, make_dataset
     from melanoma_cli.data.preparation import prepare_data
-    from melanoma_cli.engine.training import make_optimizer
-    from melanoma_cli.models.backbones.registry import set_trainable
-    from melanoma_cli.models.build import build_model
-    from melanoma_cli.utils.tensorflow import import_keras, seed_everything
+    from melanoma_cli.engine.trainer import build_and_compile
+    from melanoma_cli.utils.tensorflow import seed_everything
 
     config = load_config("final.yaml", overrides)
     prepared = prepare_data(config, [SourceConfig(str(data))])
-    keras = import_keras()
     seed_everything(config.seed)
     classes = len(prepared.classes)
     dataset = make_dataset(prepared.train_images, prepared.train_labels, classes, BATCH, shuffle=True,
                            augmenter=build_augmenter(config.augment, config.seed), seed=config.seed)
     pipeline = pipeline_rate(dataset, warmup, steps)
-    model = build_model(config.model, classes, config.data.image_size)
     x = prepared.train_images[:BATCH].astype(np.float32)
     y = np.eye(classes, dtype=np.float32)[prepared.train_labels[:BATCH]]
-    stages = []
+    stages, model = [], None
     for stage in config.train.stages:
-        set_trainable(model, config.model.backbone, stage.trainable)
-        model.compile(optimizer=make_optimizer(keras, config, stage.learning_rate, 1000),
-                      loss=keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
+        model = build_and_compile(config, classes, stage, 1000, model)
         consumed = model_rate(model, x, y, warmup, steps)
         stages.append({"trainable": stage.trainable, "model_img_per_s": round(consumed, 1),
                        "ratio": round(pipeline / consumed, 1)})

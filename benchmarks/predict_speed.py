@@ -29,6 +29,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEFAULT_DATA, MELANOMA, REPO, emit, run_child
 
+from melanoma_cli.runtime.run_folder import RunFolder
+
 BUNDLED = REPO / "melanoma_cli" / "default_model"
 ENGINES = ("litert", "keras")
 BATCH = 64
@@ -47,14 +49,15 @@ def working_copy(model: Path, folder: Path) -> tuple[Path, dict[str, Any] | None
     """Copy the run's model files to `folder`; export to .tflite there if it has no export."""
     run = folder / "model"
     run.mkdir()
-    info = json.loads((model / "model.json").read_text())
-    for name in ["model.keras", "model.json", *info.get("exports", {}).values()]:
-        source = model / name
+    source_files, copy = RunFolder(model), RunFolder(run)
+    info = json.loads(source_files.info.read_text())
+    exports = info.get("exports", {})
+    for source in [source_files.model, source_files.info, *(model / name for name in exports.values())]:
         if source.is_dir():
-            shutil.copytree(source, run / name)
+            shutil.copytree(source, run / source.name)
         elif source.is_file():
-            shutil.copy2(source, run / name)
-    if (run / info.get("exports", {}).get("tflite", "model.tflite")).is_file():
+            shutil.copy2(source, run / source.name)
+    if (run / exports["tflite"] if "tflite" in exports else copy.export("tflite")).is_file():
         return run, None
     child = run_child([*MELANOMA, "export", "--model", str(run), "--json"])
     summary = json.loads(child.stdout)
@@ -147,7 +150,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="predict-bench-") as tmp:
         folder = Path(tmp)
-        source = args.model or (BUNDLED if (BUNDLED / "model.json").is_file() else None)
+        source = args.model or (BUNDLED if RunFolder(BUNDLED).info.is_file() else None)
         source = source or quick_model(args.data, folder)
         model, exported = working_copy(source, folder)
         if exported:

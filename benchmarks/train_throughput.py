@@ -67,9 +67,7 @@ def final_child(data: Path, warmup: int, steps: int, overrides: list[str]) -> di
     from melanoma_cli.config import SourceConfig, load_config
     from melanoma_cli.data.pipeline import build_augmenter, make_dataset
     from melanoma_cli.data.preparation import prepare_data
-    from melanoma_cli.engine.training import balanced_class_weights, make_optimizer
-    from melanoma_cli.models.backbones.registry import set_trainable
-    from melanoma_cli.models.build import build_model
+    from melanoma_cli.engine.trainer import build_and_compile, class_weights
     from melanoma_cli.utils.tensorflow import import_keras, seed_everything
 
     config = load_config("final.yaml", overrides)
@@ -81,15 +79,11 @@ def final_child(data: Path, warmup: int, steps: int, overrides: list[str]) -> di
     classes = len(prepared.classes)
     dataset = make_dataset(prepared.train_images, prepared.train_labels, classes, BATCH, shuffle=True,
                            augmenter=build_augmenter(config.augment, config.seed), seed=config.seed)
-    model = build_model(config.model, classes, config.data.image_size)
-    loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing)
-    weights = balanced_class_weights(prepared.train_labels, classes)
+    weights = class_weights(config, prepared.train_labels, classes)
     train_images = len(prepared.train_labels)
-    stages = []
+    stages, model = [], None
     for stage in config.train.stages:
-        set_trainable(model, config.model.backbone, stage.trainable)
-        model.compile(optimizer=make_optimizer(keras, config, stage.learning_rate, 1000), loss=loss,
-                      metrics=["accuracy"])
+        model = build_and_compile(config, classes, stage, math.ceil(train_images / BATCH), model)
         seconds = timed_fit(keras, model, dataset, warmup, steps, class_weight=weights)
         stages.append({"trainable": stage.trainable, "epochs": stage.epochs,
                        **rates(seconds, train_images)})

@@ -382,9 +382,9 @@ def test_test_folder_with_classes_the_model_does_not_know(trained_run, tmp_path)
 # --- interruption and resume -------------------------------------------------------------
 
 def test_interrupts_are_held_while_epoch_files_are_written():
-    from melanoma_cli.engine.training import _Interrupts
+    from melanoma_cli.engine.fit import Interrupts
 
-    interrupts, steps = _Interrupts(), []
+    interrupts, steps = Interrupts(), []
     with interrupts.installed(), pytest.raises(KeyboardInterrupt), interrupts.held():
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.05)  # the handler has run by now, and raised nothing
@@ -409,6 +409,10 @@ def test_ctrl_c_keeps_a_valid_run_that_resume_completes(tmp_path, clean_data):
     assert first.interrupted and info["status"] == "incomplete" and info["best_epoch"] == 1
     assert info["training"]["data_dir"] == str(clean_data)
     assert json.loads((out / "state.json").read_text())["epochs_done"] == 1
+    history = (out / "history.csv").read_text().splitlines()
+    assert history[1].startswith("1,")
+    old_style = [history[0], "0" + history[1][1:], ""]  # older versions counted epochs from 0
+    (out / "history.csv").write_text("\n".join(old_style))
 
     result = cli("train", "--resume", out, "--json")
     assert result.exit_code == 0, result.output
@@ -416,9 +420,9 @@ def test_ctrl_c_keeps_a_valid_run_that_resume_completes(tmp_path, clean_data):
     info = json.loads((out / "model.json").read_text())
     history = [line.split(",") for line in (out / "history.csv").read_text().splitlines()]
     assert info["status"] == "complete" and summary["training"]["epochs_run"] == 3
-    assert [row[0] for row in history] == ["epoch", "0", "1", "2"]
-    scores = [float(row[history[0].index("val_balanced_accuracy")]) for row in history[1:]]
-    assert info["best_epoch"] == summary["best_epoch"] == scores.index(max(scores)) + 1
+    assert [row[0] for row in history] == ["epoch", "1", "2", "3"]  # older 0-based rows renumbered
+    scores = {int(row[0]): float(row[history[0].index("val_balanced_accuracy")]) for row in history[1:]}
+    assert info["best_epoch"] == summary["best_epoch"] == max(scores, key=scores.get)
     assert {"model.keras", "last.keras", "metrics.json", "curves.png"} <= {p.name for p in out.iterdir()}
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
     assert tree_hashes(clean_data) == before

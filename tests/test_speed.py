@@ -19,7 +19,7 @@ from melanoma_cli.engine.export import check_batch, export_model
 from melanoma_cli.runtime import loading as classifier_module
 from melanoma_cli.runtime.default_model import EXAMPLES_DIR
 from melanoma_cli.runtime.loading import choose_engine, load_classifier
-from melanoma_cli.runtime.run_folder import INFO_FILE, ModelInfo
+from melanoma_cli.runtime.run_folder import ModelInfo, RunFolder
 from melanoma_cli.utils.errors import MelanomaError
 
 runner = CliRunner()
@@ -88,8 +88,8 @@ def test_command_never_imports_tensorflow(command, tmp_path, request):
     assert json.loads(done.stdout.splitlines()[-1]) == []
 
 
-def test_export_round_trip_matches_keras(exported_run):
-    info = ModelInfo.load(exported_run / INFO_FILE)
+def test_export_round_trip_matches_keras(exported_run, lesions):
+    info = ModelInfo.load(RunFolder(exported_run).info)
     assert info.exports == {"tflite": "model.tflite"}
     assert (exported_run / "model.tflite").stat().st_size > 0
     images = np.concatenate([check_batch(info.image_size),
@@ -110,7 +110,8 @@ def test_savedmodel_export_is_recorded_beside_the_tflite_one(exported_run, tmp_p
     summary = json.loads(result.stdout)
     assert summary["max_abs_diff"] < 1e-5 and Path(summary["path"]) == run / "saved_model"
     assert (run / "saved_model" / "saved_model.pb").is_file()
-    assert ModelInfo.load(run / INFO_FILE).exports == {"tflite": "model.tflite", "savedmodel": "saved_model"}
+    exports = ModelInfo.load(RunFolder(run).info).exports
+    assert exports == {"tflite": "model.tflite", "savedmodel": "saved_model"}
 
 
 def predictions(*args) -> tuple[list[dict], str]:
@@ -167,10 +168,10 @@ def test_litert_without_an_export_is_a_one_line_error(trained_run, lesions):
 
 
 def test_model_json_without_exports_still_loads(trained_run, tmp_path):
-    values = json.loads((trained_run / INFO_FILE).read_text())
+    values = json.loads(RunFolder(trained_run).info.read_text())
     values.pop("exports", None)
-    (tmp_path / INFO_FILE).write_text(json.dumps(values))
-    assert ModelInfo.load(tmp_path / INFO_FILE).exports == {}
+    RunFolder(tmp_path).info.write_text(json.dumps(values))
+    assert ModelInfo.load(RunFolder(tmp_path).info).exports == {}
 
 
 def test_bundled_model_ships_an_up_to_date_litert_export():
@@ -193,7 +194,7 @@ def test_dynamic_export_leaves_the_float_export_that_predict_runs(exported_run, 
     assert Path(json.loads(result.stdout)["path"]) == run / "model_dynamic.tflite"
     assert (run / "model_dynamic.tflite").stat().st_size > 0
     assert (run / "model.tflite").read_bytes() == float_bytes
-    assert ModelInfo.load(run / INFO_FILE).exports == {
+    assert ModelInfo.load(RunFolder(run).info).exports == {
         "tflite": "model.tflite", "tflite_dynamic": "model_dynamic.tflite"}
     litert, _ = predictions(lesions, "--model", run, "--engine", "litert")
     keras, _ = predictions(lesions, "--model", run, "--engine", "keras")

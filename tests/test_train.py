@@ -40,6 +40,17 @@ def test_trained_run_folder_is_complete(trained_run):
     assert history[0].startswith("epoch") and len(history) == 4
 
 
+def test_history_counts_epochs_from_one_like_best_epoch(trained_run):
+    import csv
+
+    with (trained_run / "history.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3]
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    scores = {int(row["epoch"]): float(row[metrics["monitor"]]) for row in rows}
+    assert metrics["best_epoch"] == max(scores, key=scores.get)  # the first of equal bests
+
+
 def test_json_summary_and_no_training_data_modified(tmp_path):
     data = make_dataset(tmp_path / "data", per_class=6)
     before = tree_hashes(data)
@@ -119,8 +130,9 @@ def test_sigterm_keeps_best_checkpoint_and_marks_run_incomplete(tmp_path):
         time.sleep(0.2)
     process.terminate()
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 0, stderr
+    assert process.returncode == 130, stderr
     assert "training interrupted: best checkpoint kept" in stderr
+    assert f"melanoma train --resume '{out}'" in stderr
     info = json.loads((out / "model.json").read_text())
     assert info["status"] == "incomplete"
     assert 1 <= info["best_epoch"] < 500
@@ -135,3 +147,105 @@ def test_split_csv_records_every_file_once(trained_run):
     assert len(rows) == 30
     assert sum(row["side"] == "validation" for row in rows) == 6
     assert len({row["path"] for row in rows}) == 30
+
+
+def test_validation_loss_is_the_smoothed_weighted_training_loss(tmp_path):
+    """val_loss in history.csv is the training loss (label smoothing, class weights) on validation."""
+    import csv
+
+    import numpy as np
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from melanoma_cli.config import load_config
+    from melanoma_cli.data.preparation import prepare_data
+    from melanoma_cli.utils.tensorflow import import_keras
+
+    data = make_dataset(tmp_path / "data", per_class=12, classes=("nevus", "vascular lesion"))
+    make_dataset(data, per_class=5, classes=("melanoma",))
+    overrides = [*TINY_OVERRIDES, "train.epochs=4", "train.learning_rate=0.01",
+                 "train.label_smoothing=0.2", "train.class_weights=true"]
+    result = runner.invoke(app, train_args(data, tmp_path / "run", overrides=overrides))
+    assert result.exit_code == 0, result.output
+
+    prepared = prepare_data(load_config(tmp_path / "run" / "config.yaml"), data)  # the same split
+    model = import_keras().models.load_model(tmp_path / "run" / "model.keras", compile=False)
+    probabilities = np.clip(model.predict(prepared.val_images.astype(np.float32), verbose=0), 1e-7, 1)
+    classes = probabilities.shape[1]
+    targets = np.eye(classes)[prepared.val_labels] * (1 - 0.2) + 0.2 / classes
+    weights = compute_class_weight("balanced", classes=np.arange(classes), y=prepared.train_labels)
+    expected = np.mean(weights[prepared.val_labels] * -(targets * np.log(probabilities)).sum(axis=1))
+    unweighted = np.mean(-np.log(probabilities[np.arange(len(prepared.val_labels)), prepared.val_labels]))
+    best = json.loads((tmp_path / "run" / "metrics.json").read_text())["best_epoch"]
+    with (tmp_path / "run" / "history.csv").open(newline="") as handle:
+        logged = float(next(r for r in csv.DictReader(handle) if int(r["epoch"]) == best)["val_loss"])
+    assert abs(expected - unweighted) > 0.01  # the old, plain loss would fail the next line
+    assert abs(logged - expected) < 1e-4 * max(1.0, expected)
+
+
+def test_run_stopped_in_its_first_epoch_is_refused_with_the_resume_hint(tmp_path):
+    import pytest
+
+    from melanoma_cli.config import load_config
+    from melanoma_cli.engine.training import train as run_training
+    from melanoma_cli.utils.errors import MelanomaError
+
+    data = make_dataset(tmp_path / "data", per_class=6)
+    out = tmp_path / "run"
+
+    def interrupt_first_batch(kind: str, values: dict) -> None:
+        if kind == "batch":
+            raise KeyboardInterrupt
+
+    with pytest.raises(MelanomaError, match="before the first epoch ended"):
+        run_training(load_config(None, TINY_OVERRIDES), data, out, progress=interrupt_first_batch)
+    refused = runner.invoke(app, train_args(data, out))
+    assert refused.exit_code == 1
+    assert (f"run folder '{out}' already exists (use --resume '{out}' to continue it or --overwrite "
+            "to replace it)") in " ".join(refused.stderr.split())
+    resumed = runner.invoke(app, ["train", "--resume", str(out)])
+    assert resumed.exit_code == 0, resumed.output
+
+
+def _tiny_melanoma_data(root):
+    """12 nevus and vascular images, 3 melanoma of which one is also filed as nevus."""
+    import shutil
+
+    data = make_dataset(root, per_class=12, classes=("nevus", "vascular lesion"))
+    make_dataset(data, per_class=2, classes=("melanoma",))
+    shutil.copy(data / "nevus" / "nev_000.jpg", data / "melanoma" / "conflict.jpg")
+    return data
+
+
+def test_class_counts_and_small_class_warnings(tmp_path):
+    data = _tiny_melanoma_data(tmp_path / "data")
+    result = runner.invoke(app, train_args(data, tmp_path / "run", "--json"))
+    assert result.exit_code == 0, result.output
+    stderr = " ".join(result.stderr.split())
+    assert "Images per class after cleaning" in stderr
+    assert "Warning: class 'melanoma' has only 2 training image(s) (< 10) and 0 validation" in stderr
+    assert "no 'melanoma' image in validation: no melanoma threshold could be set" in stderr
+    assert "falls back to top-1" in stderr
+    counts = json.loads(result.stdout)["data"]["class_counts"]
+    assert counts["melanoma"] == {"train": 2, "validation": 0, "dropped": 1, "unreadable": 0,
+                                  "generated": 0}
+    assert counts["nevus"]["dropped"] == 1 and counts["nevus"]["train"] + counts["nevus"]["validation"] == 11
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["data"]["class_counts"] == counts
+    assert json.loads((tmp_path / "run" / "model.json").read_text())["training"]["class_counts"] == counts
+
+
+def test_train_and_evaluate_keep_tensorflow_and_sklearn_noise_off_the_terminal(tmp_path):
+    import subprocess
+
+    data = _tiny_melanoma_data(tmp_path / "data")
+    args = train_args(data, tmp_path / "run", overrides=[*TINY_OVERRIDES, "train.epochs=2"])
+    train = subprocess.run([sys.executable, "-m", "melanoma_cli", *args], capture_output=True, text=True,
+                           timeout=300)
+    assert train.returncode == 0, train.stderr
+    evaluate = subprocess.run([sys.executable, "-m", "melanoma_cli", "evaluate", str(data),
+                               "--model", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert evaluate.returncode == 0, evaluate.stderr
+    for stderr in (train.stderr, evaluate.stderr):
+        noisy = [line for line in stderr.splitlines()
+                 if any(mark in line for mark in ("tensorflow/", "oneDNN", "UserWarning", "I0000", "W0000",
+                                                  "E0000", "absl::", "cpu_feature_guard"))]
+        assert noisy == [], stderr

@@ -130,6 +130,7 @@ class Cleaned:
     counts: dict[str, dict[str, int]]  # per source: images, kept, duplicates, conflicts, holdout
     conflicts: list[list[ImageFile]]  # clusters whose copies disagree on the label
     resolved: int = 0  # conflicts settled by the trusted source
+    dropped_by_class: Counter = field(default_factory=Counter)  # copies left out, by their label
 
     def totals(self) -> dict[str, int]:
         """Counts summed over sources."""
@@ -175,11 +176,13 @@ def clean_images(
     kept: list[int] = []
     conflicts: list[list[ImageFile]] = []
     resolved = 0
+    dropped: Counter = Counter()
     for members in clusters.groups().values():
         copies = sorted((images[n] for n in members), key=order)
         if any(n in held for n in members):
             for image in copies:
                 counts[image.source]["holdout"] += 1
+                dropped[image.label] += 1
             continue
         chosen = copies[:1]
         if len({i.label for i in copies}) > 1:
@@ -191,12 +194,14 @@ def clean_images(
             elif drop_conflicts:
                 for image in copies:
                     counts[image.source]["conflicts"] += 1
+                    dropped[image.label] += 1
                 continue
             else:  # keep one copy per label, on one side of the split
                 chosen = list({i.label: i for i in reversed(copies)}.values())
         for image in copies:
             if image.path not in {c.path for c in chosen}:
                 counts[image.source]["duplicates"] += 1
+                dropped[image.label] += 1
         for image in chosen:
             counts[image.source]["kept"] += 1
         index = {images[n].path: n for n in members}
@@ -207,7 +212,7 @@ def clean_images(
         units[lesions.find(n)].append(images[n])
     ordered = sorted((sorted(u, key=lambda i: str(i.path)) for u in units.values()),
                      key=lambda u: str(u[0].path))
-    return Cleaned(ordered, counts, conflicts, resolved)
+    return Cleaned(ordered, counts, conflicts, resolved, dropped)
 
 
 def _with_label(images: Sequence[ImageFile], index: dict, chosen: list[ImageFile]) -> Sequence[ImageFile]:

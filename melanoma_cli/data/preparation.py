@@ -28,6 +28,7 @@ class PreparedData:
     split: Split
     skipped: list[Unreadable] = field(default_factory=list)
     generated: dict[str, int] = field(default_factory=dict)
+    unreadable_by_class: dict[str, int] = field(default_factory=dict)
 
 
 def holdout_index(folders: Sequence[Path]) -> HoldoutIndex:
@@ -106,7 +107,7 @@ def prepare_data(config: Config, sources: Sequence[SourceConfig] = (),
     train_images, train_labels = _arrays(split.train, scan, size)
     val_images, val_labels = _arrays(split.validation, scan, size)
     data = PreparedData(scan.classes, train_images, train_labels, val_images, val_labels, split,
-                        list(scan.unreadable))
+                        list(scan.unreadable), unreadable_by_class=dict(scan.unreadable_by_class))
     if config.rebalance.enabled:
         _rebalance_train(data, config)
     return data

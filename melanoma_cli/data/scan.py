@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +57,7 @@ class DatasetScan:
     nested: list[Path] = field(default_factory=list)
     outside_classes: list[Path] = field(default_factory=list)
     sources: list[SourceListing] = field(default_factory=list)
+    unreadable_by_class: Counter = field(default_factory=Counter)
 
     @property
     def where(self) -> str:
@@ -137,6 +138,7 @@ def _read(listings: list[SourceListing], with_phash: bool, image_size: int | Non
             classes.update(p.name for p in list_class_folders(listing.root))
     scan = DatasetScan(root=listings[0].root, classes=sorted(classes), images=[], sources=listings)
     entries = [e for listing in listings for e in listing.entries]
+    label_of = {e.path: e.label for e in entries}
     for listing in listings:
         scan.unreadable.extend(listing.unreadable)
         scan.nested.extend(listing.nested)
@@ -145,6 +147,7 @@ def _read(listings: list[SourceListing], with_phash: bool, image_size: int | Non
         for result in pool.map(lambda entry: _inspect_file(entry, with_phash, image_size), entries):
             if isinstance(result, Unreadable):
                 scan.unreadable.append(result)
+                scan.unreadable_by_class[label_of[result.path]] += 1
                 continue
             facts, pixels = result
             scan.images.append(facts)

@@ -20,6 +20,7 @@ class Split:
     dropped: dict[str, int] = field(default_factory=dict)
     sources: dict[str, dict[str, int]] = field(default_factory=dict)  # per source: kept, duplicates, ...
     conflicts_resolved: int = 0
+    dropped_by_class: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict:
         """Counts per class (and per source) for the run record."""
@@ -104,4 +105,4 @@ def split_dataset(
         return sorted((f for unit in chosen for f in unit), key=lambda f: str(f.path))
 
     return Split(scan.classes, flatten(train_units), flatten(val_units), _dropped(cleaned),
-                 cleaned.counts, cleaned.resolved)
+                 cleaned.counts, cleaned.resolved, dict(cleaned.dropped_by_class))

@@ -17,7 +17,7 @@ from melanoma_cli.engine.metrics import BOOTSTRAP_RESAMPLES, evaluation_report, 
 from melanoma_cli.engine.prediction import classify_batches, resolve_threshold
 from melanoma_cli.engine.taxonomy import TaxonomyChoice, resolve_taxonomy
 from melanoma_cli.runtime.classifier import Classifier
-from melanoma_cli.runtime.run_folder import INFO_FILE
+from melanoma_cli.runtime.run_folder import ReportFolder, RunFolder
 from melanoma_cli.utils.atomic import write_text, write_with
 from melanoma_cli.utils.errors import MelanomaError
 from melanoma_cli.utils.progress import Progress, no_progress
@@ -124,7 +124,7 @@ def prepare_report_dir(folder: Path, test_dir: Path) -> None:
     """Create the report folder, refusing the test folder and run folders (before any work)."""
     if Path(os.path.realpath(folder)).is_relative_to(os.path.realpath(test_dir)):  # no error on link loops
         raise MelanomaError(f"refusing to write the report into the test folder ('{folder}')")
-    if (folder / INFO_FILE).exists():
+    if RunFolder(folder).info.exists():
         raise MelanomaError(f"refusing to write the report into run folder '{folder}' "
                             "(it would replace the run's own metrics.json)")
     try:
@@ -138,11 +138,12 @@ def write_report(result: EvaluationResult, folder: Path) -> None:
     """metrics.json, predictions.csv and confusion_matrix.png in `folder` (written atomically)."""
     from melanoma_cli.utils.plots import plot_confusion_matrix
 
+    files = ReportFolder(folder)
     try:
-        write_text(folder / "metrics.json", json.dumps(result.summary(), indent=2) + "\n")
-        _write_predictions(result, folder / "predictions.csv")
+        write_text(files.metrics, json.dumps(result.summary(), indent=2) + "\n")
+        _write_predictions(result, files.predictions)
         plot_confusion_matrix(result.report["confusion_matrix"], result.report["classes"],
-                              folder / "confusion_matrix.png")
+                              files.confusion_matrix)
     except OSError as exc:
         raise MelanomaError(f"report folder '{folder}' cannot be written: "
                             f"{exc.strerror or exc}") from exc

@@ -19,21 +19,13 @@ import numpy as np
 
 from melanoma_cli.runtime.litert_engine import interpreter_class, load_litert
 from melanoma_cli.runtime.names import EXPORT_FORMATS, QUANTIZE_MODES, ExportFormat, Quantize
-from melanoma_cli.runtime.run_folder import ModelInfo, load_model, resolve_model_path
+from melanoma_cli.runtime.run_folder import ModelInfo, RunFolder, load_model, resolve_model_path
 from melanoma_cli.utils.atomic import write_with
 from melanoma_cli.utils.errors import MelanomaError, first_line
 from melanoma_cli.utils.tensorflow import import_tensorflow, silenced_stderr
 
-SAVEDMODEL_DIR = "saved_model"
 CHECK_IMAGES = 8
 CHECK_SEED = 0
-
-
-def export_name(fmt: ExportFormat, quantize: Quantize | None) -> str:
-    """The file (or folder) name of an export inside the model folder."""
-    if fmt == "savedmodel":
-        return SAVEDMODEL_DIR
-    return "model.tflite" if quantize is None else f"model_{quantize}.tflite"
 
 
 def export_key(fmt: ExportFormat, quantize: Quantize | None) -> str:
@@ -139,7 +131,7 @@ def export_model(model_path: Path | str, fmt: ExportFormat = "tflite",
     if model_file.suffix != ".keras":
         raise MelanomaError(f"export needs the Keras model (a run folder or .keras file), not '{model_file}'")
     loaded = load_model(model_file)
-    target = model_file.parent / export_name(fmt, quantize)
+    target = RunFolder(model_file.parent).export(fmt, quantize)
     images = check_batch(loaded.info.image_size)
     expected = np.asarray(loaded.model.predict_on_batch(images.astype(np.float32)))
     try:

@@ -7,10 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from melanoma_cli.runtime.default_model import MODEL_CARD, default_model_dir
-from melanoma_cli.runtime.run_folder import ModelInfo, resolve_model_path
+from melanoma_cli.runtime.run_folder import ModelInfo, RunFolder, resolve_model_path
 from melanoma_cli.utils.errors import MelanomaError
-
-VALIDATION_REPORT = "validation_report.json"
 
 
 def model_summary(model: Path | None) -> dict[str, Any]:
@@ -31,8 +29,8 @@ def model_summary(model: Path | None) -> dict[str, Any]:
         "validation": None,
         "model_card": str(MODEL_CARD) if model is None and MODEL_CARD.is_file() else None,
     }
-    for name in (VALIDATION_REPORT, "metrics.json"):
-        path = model_file.parent / name
+    run = RunFolder(model_file.parent)
+    for path in (run.validation_report, run.metrics):
         if path.is_file():
             try:
                 summary["validation"] = json.loads(path.read_text(encoding="utf-8"))

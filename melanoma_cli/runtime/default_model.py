@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from melanoma_cli.runtime.run_folder import INFO_FILE
+from melanoma_cli.runtime.run_folder import RunFolder
 from melanoma_cli.utils.errors import MelanomaError
 
 PACKAGE_DIR = Path(__file__).parent.parent
@@ -15,6 +15,6 @@ EXAMPLES_DIR = PACKAGE_DIR / "examples"
 
 def default_model_dir() -> Path:
     """The bundled default model folder; a one-line error if the package ships none."""
-    if not (DEFAULT_MODEL_DIR / INFO_FILE).is_file():
+    if not RunFolder(DEFAULT_MODEL_DIR).info.is_file():
         raise MelanomaError("no --model given and no bundled default model is installed")
     return DEFAULT_MODEL_DIR

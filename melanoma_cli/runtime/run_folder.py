@@ -1,4 +1,8 @@
-"""The run folder: what a trained model is on disk, and how it is loaded back."""
+"""The run folder: what a trained model is on disk, and how it is loaded back.
+
+Every file name of a run folder (and of an evaluation report folder) is defined here, in
+`RunFolder` and `ReportFolder`; everything else asks them for paths.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +20,96 @@ from melanoma_cli.utils.atomic import write_text
 from melanoma_cli.utils.errors import MelanomaError, first_line
 from melanoma_cli.utils.tensorflow import import_keras, import_tensorflow
 
-MODEL_FILE = "model.keras"
-INFO_FILE = "model.json"
+METRICS_FILE = "metrics.json"  # a run's validation metrics, or an evaluation report
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The files of one run folder: `train` writes them, `predict`, `evaluate`, `info` read them."""
+
+    path: Path
+
+    @property
+    def model(self) -> Path:
+        """The best model so far, without optimizer state."""
+        return self.path / "model.keras"
+
+    @property
+    def info(self) -> Path:
+        """model.json: classes, image size, threshold, training record, exports."""
+        return self.path / "model.json"
+
+    @property
+    def config(self) -> Path:
+        """The full config the run was trained with."""
+        return self.path / "config.yaml"
+
+    @property
+    def split(self) -> Path:
+        """Which file went to which side of the train/validation split."""
+        return self.path / "split.csv"
+
+    @property
+    def history(self) -> Path:
+        """One row per completed epoch (epoch 1 is the first)."""
+        return self.path / "history.csv"
+
+    @property
+    def last(self) -> Path:
+        """The model after the last completed epoch, with its optimizer state (for resuming)."""
+        return self.path / "last.keras"
+
+    @property
+    def state(self) -> Path:
+        """Epochs done, best value and epoch, training time (for resuming)."""
+        return self.path / "state.json"
+
+    @property
+    def metrics(self) -> Path:
+        """Validation metrics of the best model."""
+        return self.path / METRICS_FILE
+
+    @property
+    def curves(self) -> Path:
+        """Loss and accuracy per epoch."""
+        return self.path / "curves.png"
+
+    @property
+    def validation_report(self) -> Path:
+        """The bundled model's full validation report (preferred to metrics.json by `info`)."""
+        return self.path / "validation_report.json"
+
+    def export(self, fmt: str, quantize: str | None = None) -> Path:
+        """Where an export goes: model.tflite (what predict runs), model_<quantize>.tflite, saved_model/."""
+        if fmt == "savedmodel":
+            return self.path / "saved_model"
+        return self.path / ("model.tflite" if quantize is None else f"model_{quantize}.tflite")
+
+    def looks_like_run(self) -> bool:
+        """Whether the folder holds a model.json or a model (so --overwrite may replace it)."""
+        return self.info.exists() or self.model.exists()
+
+
+@dataclass(frozen=True)
+class ReportFolder:
+    """The files `melanoma evaluate --report-dir` writes."""
+
+    path: Path
+
+    @property
+    def metrics(self) -> Path:
+        """The full evaluation report."""
+        return self.path / METRICS_FILE
+
+    @property
+    def predictions(self) -> Path:
+        """One row per evaluated image."""
+        return self.path / "predictions.csv"
+
+    @property
+    def confusion_matrix(self) -> Path:
+        """Counts and row-normalised rates."""
+        return self.path / "confusion_matrix.png"
 
 
 @dataclass
@@ -38,7 +130,7 @@ class ModelInfo:
 
     def save(self, folder: Path) -> None:
         """Write model.json atomically."""
-        write_text(folder / INFO_FILE, json.dumps(asdict(self), indent=2) + "\n")
+        write_text(RunFolder(folder).info, json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> ModelInfo:
@@ -80,8 +172,11 @@ def runtime_versions() -> dict[str, str]:
     }
 
 
-def check_run_folder(out: Path, overwrite: bool) -> None:
-    """Refuse an output that cannot become a run folder, without touching anything."""
+def check_run_folder(out: Path, overwrite: bool, hint: str = "use --overwrite to replace it") -> None:
+    """Refuse an output that cannot become a run folder, without touching anything.
+
+    `hint` ends the "already exists" refusal (say how else the folder can be used).
+    """
     if not out.exists():
         parent = next(p for p in out.absolute().parents if p.exists())
         if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
@@ -92,8 +187,8 @@ def check_run_folder(out: Path, overwrite: bool) -> None:
         raise MelanomaError(f"output '{out}' exists and is not a folder")
     if any(out.iterdir()):
         if not overwrite:
-            raise MelanomaError(f"run folder '{out}' already exists (use --overwrite to replace it)")
-        if not ((out / INFO_FILE).exists() or (out / MODEL_FILE).exists()):
+            raise MelanomaError(f"run folder '{out}' already exists ({hint})")
+        if not RunFolder(out).looks_like_run():
             raise MelanomaError(
                 f"refusing to overwrite '{out}': it is not empty and does not look like a run folder"
             )
@@ -116,7 +211,7 @@ def prepare_run_folder(out: Path, overwrite: bool) -> None:
 def resolve_model_path(model: Path) -> tuple[Path, Path]:
     """(model file, model.json) from a run folder or a .keras file with model.json beside it."""
     if model.is_dir():
-        model_file = model / MODEL_FILE
+        model_file = RunFolder(model).model
     elif model.suffix == ".keras" or model.suffix == ".tflite":
         model_file = model
     elif not model.exists():
@@ -125,7 +220,7 @@ def resolve_model_path(model: Path) -> tuple[Path, Path]:
         raise MelanomaError(f"model '{model}' is neither a run folder nor a .keras file")
     if not model_file.is_file():
         raise MelanomaError(f"model file '{model_file}' does not exist")
-    return model_file, model_file.parent / INFO_FILE
+    return model_file, RunFolder(model_file.parent).info
 
 
 @dataclass

@@ -24,20 +24,26 @@ def _save(figure, path: Path) -> None:
     plt.close(figure)
 
 
+LOSS_TITLE = "loss (train and validation: same label smoothing and class weights)"
+
+
 def plot_training_curves(history_csv: Path, path: Path) -> None:
-    """Loss and accuracy per epoch, train against validation."""
+    """Loss and accuracy per epoch (history.csv counts epochs from 1), train against validation.
+
+    Both loss curves measure the same loss (see LOSS_TITLE), so they can be compared.
+    """
     with history_csv.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     plt = _pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    epochs = [int(r["epoch"]) + 1 for r in rows]
-    panels = [("loss", ["loss", "val_loss"]),
+    epochs = [int(r["epoch"]) for r in rows]
+    panels = [(LOSS_TITLE, ["loss", "val_loss"]),
               ("accuracy", ["accuracy", "val_accuracy", "val_balanced_accuracy"])]
     for axis, (title, keys) in zip(axes, panels, strict=True):
         for key in keys:
             if rows and key in rows[0]:
                 axis.plot(epochs, [float(r[key]) for r in rows], marker="o", label=key)
-        axis.set_title(title)
+        axis.set_title(title, fontsize=9)
         axis.set_xlabel("epoch")
         axis.legend()
         axis.grid(alpha=0.3)

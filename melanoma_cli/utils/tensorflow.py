@@ -8,6 +8,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
 
+# Before anything imports TensorFlow: no INFO/WARNING lines from its C++ core (or oneDNN's notice).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
 
 @contextmanager
 def silenced_stderr() -> Iterator[None]:
@@ -28,14 +32,13 @@ def import_keras() -> ModuleType:
     """Import Keras on the TensorFlow backend without TensorFlow's start-up log lines."""
     if "keras" in sys.modules and "tensorflow" in sys.modules:
         return sys.modules["keras"]
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     with silenced_stderr():
-        import tensorflow  # noqa: F401  (its import prints native log lines)
+        import tensorflow  # its import prints native log lines
     import absl.logging
     import keras
 
     absl.logging.set_verbosity(absl.logging.ERROR)
+    tensorflow.get_logger().setLevel("ERROR")  # e.g. "triggered tf.function retracing"
     return keras
 
 

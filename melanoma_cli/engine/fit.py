@@ -1,0 +1,150 @@
+"""The fit loop: staged training from any completed epoch, validation, and interrupts.
+
+SIGINT and SIGTERM stop training between epochs' files, never in the middle of writing them
+(see `RunRecord.save_epoch`). Resuming goes on with the stage the run was in: within a stage
+the restored optimizer state carries over; at a stage boundary the optimizer restarts, as in
+an uninterrupted run. Shuffling, augmentation and early-stopping patience restart too, so a
+resumed run is close to, not bit-identical with, an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from melanoma_cli.config import Config
+from melanoma_cli.engine.run_record import RunRecord
+from melanoma_cli.engine.trainer import (
+    build_and_compile,
+    make_loss,
+    remaining_stages,
+    restore,
+    stage_callbacks,
+    total_epochs,
+)
+from melanoma_cli.utils.tensorflow import import_keras
+
+ProgressHook = Callable[[str, dict[str, Any]], None]
+
+
+class Interrupts:
+    """SIGINT and SIGTERM raise KeyboardInterrupt, except while an epoch's files are written."""
+
+    def __init__(self) -> None:
+        self.holding = False
+        self.pending = False
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.holding:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        """Handle both signals (a scheduler's SIGTERM stops training like Ctrl-C)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold interrupts back for the duration; one that arrived is raised at the end."""
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+
+def validation_loss(config: Config, labels: np.ndarray, probabilities: np.ndarray,
+                    class_weight: dict[int, float] | None) -> float:
+    """The training loss on validation: same label smoothing, same class weights."""
+    targets = np.eye(probabilities.shape[1], dtype=np.float32)[labels]
+    weights = None if class_weight is None else np.array([class_weight[int(k)] for k in labels],
+                                                            dtype=np.float32)
+    return float(make_loss(config)(targets, probabilities, sample_weight=weights))
+
+
+@dataclass
+class TrainingData:
+    """What the fit loop trains and validates on."""
+
+    train: Any  # a tf.data.Dataset of (images, one-hot labels)
+    validation: Any  # a tf.data.Dataset of images, in `val_labels` order
+    train_images: int
+    val_labels: np.ndarray
+    num_classes: int
+    steps_per_epoch: int
+    class_weight: dict[int, float] | None
+
+
+def _callbacks(config: Config, data: TrainingData, record: RunRecord, interrupts: Interrupts,
+               report: ProgressHook) -> list:
+    """Validation (first: it adds val_* to the logs), then the epoch's files, then progress."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    keras = import_keras()
+    labels = data.val_labels
+
+    class ValidationMetrics(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            probabilities = self.model.predict(data.validation, verbose=0)
+            predicted = probabilities.argmax(axis=1)
+            logs["val_loss"] = validation_loss(config, labels, probabilities, data.class_weight)
+            logs["val_accuracy"] = float((predicted == labels).mean())
+            with warnings.catch_warnings():  # a class predicted but absent from validation is fine
+                warnings.simplefilter("ignore", UserWarning)
+                logs["val_balanced_accuracy"] = float(balanced_accuracy_score(labels, predicted))
+
+    class Recorder(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            with interrupts.held():
+                record.save_epoch(self.model, epoch + 1, {k: float(v) for k, v in logs.items()})
+
+    class Reporter(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            report("batch", {"batch": batch + 1})
+
+        def on_epoch_end(self, epoch, logs=None):
+            report("epoch", {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}})
+
+    return [ValidationMetrics(), Recorder(), Reporter()]
+
+
+def fit(config: Config, data: TrainingData, record: RunRecord, report: ProgressHook) -> bool:
+    """Train the stages left after `record.state.epochs_done`; True when interrupted."""
+    done = record.state.epochs_done
+    report("start", {"epochs": total_epochs(config), "steps": data.steps_per_epoch, "done": done,
+                     "train": data.train_images, "validation": len(data.val_labels)})
+    interrupts = Interrupts()
+    validation, recorder, reporter = _callbacks(config, data, record, interrupts, report)
+    try:
+        with interrupts.installed():
+            model = restore(record.run.last) if done else None
+            for stage, stage_start, first, end in remaining_stages(config, done):
+                if first == stage_start:  # mid-stage, the restored model keeps its optimizer
+                    model = build_and_compile(config, data.num_classes, stage, data.steps_per_epoch,
+                                              model)
+                callbacks = [validation, *stage_callbacks(config), recorder, reporter]
+                model.fit(data.train, epochs=end, initial_epoch=first, class_weight=data.class_weight,
+                          callbacks=callbacks, shuffle=False, verbose=0)
+    except KeyboardInterrupt:
+        return True
+    return False
