@@ -156,7 +156,7 @@ def test_validation_loss_is_the_smoothed_weighted_training_loss(tmp_path):
     import numpy as np
     from sklearn.utils.class_weight import compute_class_weight
 
-    from melanoma_cli.config import load_config
+    from melanoma_cli.config import SourceConfig, load_config
     from melanoma_cli.data.preparation import prepare_data
     from melanoma_cli.utils.tensorflow import import_keras
 
@@ -167,7 +167,8 @@ def test_validation_loss_is_the_smoothed_weighted_training_loss(tmp_path):
     result = runner.invoke(app, train_args(data, tmp_path / "run", overrides=overrides))
     assert result.exit_code == 0, result.output
 
-    prepared = prepare_data(load_config(tmp_path / "run" / "config.yaml"), data)  # the same split
+    config = load_config(tmp_path / "run" / "config.yaml")
+    prepared = prepare_data(config, [SourceConfig(str(data))])  # the same split
     model = import_keras().models.load_model(tmp_path / "run" / "model.keras", compile=False)
     probabilities = np.clip(model.predict(prepared.val_images.astype(np.float32), verbose=0), 1e-7, 1)
     classes = probabilities.shape[1]
@@ -185,7 +186,7 @@ def test_validation_loss_is_the_smoothed_weighted_training_loss(tmp_path):
 def test_run_stopped_in_its_first_epoch_is_refused_with_the_resume_hint(tmp_path):
     import pytest
 
-    from melanoma_cli.config import load_config
+    from melanoma_cli.config import SourceConfig, load_config
     from melanoma_cli.engine.training import train as run_training
     from melanoma_cli.utils.errors import MelanomaError
 
@@ -197,7 +198,8 @@ def test_run_stopped_in_its_first_epoch_is_refused_with_the_resume_hint(tmp_path
             raise KeyboardInterrupt
 
     with pytest.raises(MelanomaError, match="before the first epoch ended"):
-        run_training(load_config(None, TINY_OVERRIDES), data, out, progress=interrupt_first_batch)
+        run_training(load_config(None, TINY_OVERRIDES), [SourceConfig(str(data))], out,
+                     progress=interrupt_first_batch)
     refused = runner.invoke(app, train_args(data, out))
     assert refused.exit_code == 1
     assert (f"run folder '{out}' already exists (use --resume '{out}' to continue it or --overwrite "
