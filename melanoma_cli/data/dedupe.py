@@ -173,7 +173,7 @@ def clean_images(
     lesions = _UnionFind(len(images))
     lesions.parent = list(clusters.parent)  # a unit holds whole clusters, plus whole lesions
     lesions.link_equal([(i.source, i.group) if i.group else None for i in images])
-    kept: list[int] = []
+    kept: list[tuple[int, ImageFile]] = []  # (position, the copy kept, possibly relabelled)
     conflicts: list[list[ImageFile]] = []
     resolved = 0
     dropped: Counter = Counter()
@@ -204,26 +204,14 @@ def clean_images(
                 dropped[image.label] += 1
         for image in chosen:
             counts[image.source]["kept"] += 1
-        index = {images[n].path: n for n in members}
-        kept.extend(index[c.path] for c in chosen)
-        images = _with_label(images, index, chosen)
+        position = {images[n].path: n for n in members}
+        kept.extend((position[c.path], c) for c in chosen)
     units: dict[int, list[ImageFile]] = defaultdict(list)
-    for n in kept:
-        units[lesions.find(n)].append(images[n])
+    for n, image in kept:
+        units[lesions.find(n)].append(image)
     ordered = sorted((sorted(u, key=lambda i: str(i.path)) for u in units.values()),
                      key=lambda u: str(u[0].path))
     return Cleaned(ordered, counts, conflicts, resolved, dropped)
-
-
-def _with_label(images: Sequence[ImageFile], index: dict, chosen: list[ImageFile]) -> Sequence[ImageFile]:
-    """`images` with the chosen copies (possibly relabelled) in their places."""
-    changed = [c for c in chosen if images[index[c.path]].label != c.label]
-    if not changed:
-        return images
-    images = list(images)
-    for image in changed:
-        images[index[image.path]] = image
-    return images
 
 
 def _trusted_label(copies: Sequence[ImageFile], trust_sources: Sequence[str]) -> str | None:
