@@ -23,7 +23,7 @@ from melanoma_cli.runtime.run_folder import ModelInfo, RunFolder
 from melanoma_cli.utils.errors import MelanomaError
 
 runner = CliRunner()
-HEAVY = ("tensorflow", "keras", "sklearn", "scipy", "matplotlib", "Augmentor")
+HEAVY = ("tensorflow", "keras", "sklearn", "scipy", "matplotlib", "Augmentor", "gradio")
 TF = ("tensorflow", "keras")
 
 
@@ -34,7 +34,7 @@ def lesions(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _help(tmp: Path, request: pytest.FixtureRequest) -> list[list]:
     commands = ([], ["predict"], ["evaluate"], ["train"], ["export"], ["inspect-dataset"], ["rebalance"],
-                ["info"])
+                ["info"], ["explain"], ["serve"])
     return [[*command, "--help"] for command in commands]
 
 

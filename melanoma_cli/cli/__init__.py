@@ -16,6 +16,7 @@ from melanoma_cli.cli import (
     inspect_command,
     predict_command,
     rebalance_command,
+    serve_command,
     train_command,
 )
 
@@ -52,6 +53,7 @@ app.command("predict")(predict_command.predict)
 app.command("explain")(explain_command.explain)
 app.command("export")(export_command.export)
 app.command("info")(info_command.info)
+app.command("serve")(serve_command.serve)
 
 
 def main() -> None:
