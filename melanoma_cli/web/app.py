@@ -1,7 +1,8 @@
 """The Gradio app: drop images, get per image the top classes, the melanoma flag and a heat map.
 
-Uploads are deleted as soon as they are answered, and Gradio's temporary folder is a private
-one removed when the server stops (unless GRADIO_TEMP_DIR names one). Nothing is sent anywhere:
+Uploads are deleted as soon as they are answered (unanswered ones by Gradio's cache cleaning,
+after 2 to 3 minutes), and Gradio's temporary folder is a private one removed when the server
+stops (unless GRADIO_TEMP_DIR names one). Nothing is sent anywhere:
 Gradio's analytics are off and the page binds to 127.0.0.1 unless told otherwise.
 """
 
