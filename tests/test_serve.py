@@ -114,8 +114,9 @@ def test_client_gets_an_answer_for_good_and_bad_uploads(server, uploads, trained
     client = Client(server.url, verbose=False)
     expected = _expected(trained_run, uploads["good"])
 
-    def classify(name: str) -> str:
-        html, cleared = client.predict([handle_file(str(uploads[name]))], api_name="/classify")
+    def classify(*names: str) -> str:
+        html, cleared = client.predict([handle_file(str(uploads[name])) for name in names],
+                                       api_name="/classify")
         assert cleared is None  # the upload box empties: its files are gone
         return html
 
@@ -130,6 +131,8 @@ def test_client_gets_an_answer_for_good_and_bad_uploads(server, uploads, trained
     assert "Not classified: truncated or corrupt image data." in classify("truncated")
     assert server.process.poll() is None
     assert classify("good") == good  # still up, and answers the same
+    both = classify("not_image", "good")  # one section per file, in the order given
+    assert both.index("notes.jpg") < both.index("lesion.jpg") and both.count('class="lesion') == 2
     assert _leftovers(server) == []
     print(f"one image answered in {seconds:.2f} s")
 

@@ -203,10 +203,15 @@ def explain_images(explainer: Explainer, images: np.ndarray, paths: Sequence[Pat
 def explain_files(explainer: Explainer, paths: Sequence[Path], batch_size: int = 8, top_k: int = 3,
                   threshold: float | None = None,
                   progress: Progress = no_progress) -> Iterator[Explanation | Unreadable]:
-    """Explanations (or the reason a file could not be read), batch by batch."""
+    """Explanations (or the reason a file could not be read), batch by batch.
+
+    `batch_size` counts rows through the model: with TTA each image takes 8 (memory grows with
+    the rows, since the gradients keep every activation).
+    """
     progress("start", {"total": len(paths)})
-    for start in range(0, len(paths), batch_size):
-        chunk = paths[start:start + batch_size]
+    step = max(1, batch_size // VIEW_COUNT) if explainer.tta else batch_size
+    for start in range(0, len(paths), step):
+        chunk = paths[start:start + step]
         images, kept, unreadable = decode_many(chunk, explainer.keras.image_size)
         yield from unreadable
         yield from explain_images(explainer, images, [chunk[i] for i in kept], top_k, threshold)

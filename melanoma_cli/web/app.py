@@ -18,8 +18,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from melanoma_cli.data.images import decode_many
-from melanoma_cli.engine.explain import Explainer, explain_images
+from melanoma_cli.data.images import Unreadable
+from melanoma_cli.engine.explain import Explainer, explain_files
 from melanoma_cli.utils.errors import MelanomaError, first_line
 from melanoma_cli.utils.notice import DISCLAIMER
 from melanoma_cli.web.page import answer_html, explanation_html, unreadable_html
@@ -53,12 +53,13 @@ def answer(explainer: Explainer, uploads: Sequence[str] | None) -> str:
     if not files:
         return answer_html([])
     try:
-        images, kept, unreadable = decode_many(files, explainer.keras.image_size)
-        explanations = explain_images(explainer, images, [files[i] for i in kept])
-        sections = {kept[row]: explanation_html(files[kept[row]].name, item)
-                    for row, item in enumerate(explanations)}
-        sections.update({files.index(item.path): unreadable_html(item.path.name, item.reason)
-                         for item in unreadable})
+        sections = {}
+        for item in explain_files(explainer, files):
+            if isinstance(item, Unreadable):
+                sections[files.index(item.path)] = unreadable_html(item.path.name, item.reason)
+            else:
+                path = item.prediction.path
+                sections[files.index(path)] = explanation_html(path.name, item)
         return answer_html([sections[index] for index in sorted(sections)])
     except Exception as exc:  # a page must answer, whatever went wrong with one request
         return answer_html([unreadable_html(", ".join(f.name for f in files), first_line(exc))])
