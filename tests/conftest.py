@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,3 +95,14 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def exported_run(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the tiny trained run with its LiteRT export."""
+    from melanoma_cli.engine.export import export_model
+
+    run = tmp_path_factory.mktemp("exported") / "run"
+    shutil.copytree(trained_run, run)
+    export_model(run)
+    return run

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from melanoma_cli.cli import app
 from melanoma_cli.data.images import decode_many
-from melanoma_cli.engine.export import check_batch, export_model
+from melanoma_cli.engine.export import check_batch
 from melanoma_cli.runtime import loading as classifier_module
 from melanoma_cli.runtime.default_model import EXAMPLES_DIR
 from melanoma_cli.runtime.loading import choose_engine, load_classifier
@@ -23,17 +23,8 @@ from melanoma_cli.runtime.run_folder import ModelInfo, RunFolder
 from melanoma_cli.utils.errors import MelanomaError
 
 runner = CliRunner()
-HEAVY = ("tensorflow", "keras", "sklearn", "scipy", "matplotlib", "Augmentor")
+HEAVY = ("tensorflow", "keras", "sklearn", "scipy", "matplotlib", "Augmentor", "gradio")
 TF = ("tensorflow", "keras")
-
-
-@pytest.fixture(scope="module")
-def exported_run(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the tiny trained run with its LiteRT export."""
-    run = tmp_path_factory.mktemp("exported") / "run"
-    shutil.copytree(trained_run, run)
-    export_model(run)
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +34,7 @@ def lesions(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _help(tmp: Path, request: pytest.FixtureRequest) -> list[list]:
     commands = ([], ["predict"], ["evaluate"], ["train"], ["export"], ["inspect-dataset"], ["rebalance"],
-                ["info"])
+                ["info"], ["explain"], ["serve"])
     return [[*command, "--help"] for command in commands]
 
 

@@ -10,11 +10,13 @@ import typer
 from melanoma_cli import __version__
 from melanoma_cli.cli import (
     evaluate_command,
+    explain_command,
     export_command,
     info_command,
     inspect_command,
     predict_command,
     rebalance_command,
+    serve_command,
     train_command,
 )
 
@@ -48,8 +50,10 @@ app.command("inspect-dataset")(inspect_command.inspect_dataset)
 app.command("rebalance")(rebalance_command.rebalance)
 app.command("evaluate")(evaluate_command.evaluate)
 app.command("predict")(predict_command.predict)
+app.command("explain")(explain_command.explain)
 app.command("export")(export_command.export)
 app.command("info")(info_command.info)
+app.command("serve")(serve_command.serve)
 
 
 def main() -> None:

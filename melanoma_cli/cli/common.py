@@ -41,6 +41,9 @@ EngineOption = Annotated[Engine, typer.Option(
     "--engine", help="litert: the model's .tflite export, no TensorFlow (fast start); keras: "
                      "model.keras; auto: litert when the export and ai-edge-litert are there.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+TTAOption = Annotated[bool, typer.Option(
+    "--tta", help="Average the probabilities over the 8 flips and 90-degree rotations of each image "
+                  "(8 times the work).")]
 
 
 def handle_errors(command: F) -> F:
@@ -98,9 +101,12 @@ def announce_model(classifier: Classifier, threshold: float | None, as_json: boo
     """Name the model used and its melanoma rule (on stderr when stdout carries JSON)."""
     rule = "argmax" if threshold is None else f"p >= {threshold:.3g}"
     melanoma = f"melanoma flag: {rule}" if classifier.melanoma_class else "no melanoma class"
+    from melanoma_cli.runtime.tta import uses_tta
+
     name = ("bundled default model (see `melanoma info`)"
             if classifier.source.parent == DEFAULT_MODEL_DIR else str(classifier.source))
+    tta = ", test-time augmentation: 8 views" if uses_tta(classifier) else ""
     (err if as_json else out).print(
         f"model: {name} ({len(classifier.classes)} classes, "
-        f"{classifier.image_size} px, {melanoma}) engine: {classifier.engine}",
+        f"{classifier.image_size} px, {melanoma}) engine: {classifier.engine}{tta}",
         highlight=False, markup=False, soft_wrap=True)

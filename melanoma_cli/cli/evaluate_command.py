@@ -15,6 +15,7 @@ from melanoma_cli.cli.common import (
     JsonOption,
     ModelOption,
     ThresholdOption,
+    TTAOption,
     announce_model,
     err,
     handle_errors,
@@ -123,6 +124,7 @@ def evaluate(
     merge: Annotated[list[str], typer.Option(
         "--merge", metavar="CLASS=A+B", help="Score test class CLASS as the sum of model classes "
                                              "A and B (repeatable).")] = [],  # noqa: B006
+    tta: TTAOption = False,
 ) -> None:
     """Evaluate a model on a labelled test folder: per-class and melanoma metrics with 95% CIs."""
     from melanoma_cli.engine.evaluation import evaluate_folder, prepare_report_dir, write_report
@@ -136,7 +138,7 @@ def evaluate(
     merges = dict(parse_merge(text) for text in merge)
     if report_dir is not None:
         prepare_report_dir(report_dir, test_dir)
-    classifier = load_classifier(model, engine, note=warn)
+    classifier = load_classifier(model, engine, note=warn, tta=tta)
     announce_model(classifier, resolve_threshold(classifier, threshold), as_json)
     with image_progress("evaluating") as hook:
         result = evaluate_folder(classifier, test_dir, threshold, batch_size, hook,

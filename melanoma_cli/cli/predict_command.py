@@ -16,6 +16,7 @@ from melanoma_cli.cli.common import (
     JsonOption,
     ModelOption,
     ThresholdOption,
+    TTAOption,
     announce_model,
     err,
     handle_errors,
@@ -69,6 +70,7 @@ def predict(
     threshold: ThresholdOption = None,
     batch_size: BatchSizeOption = 64,
     engine: EngineOption = "auto",
+    tta: TTAOption = False,
 ) -> None:
     """Predict the class of each image, with top-k classes and a melanoma flag."""
     from melanoma_cli.data.images import Unreadable
@@ -90,7 +92,7 @@ def predict(
     files = expand_inputs(paths)
     if csv_file is not None:
         check_csv_destination(csv_file)
-    classifier = load_classifier(model, engine, note=warn)
+    classifier = load_classifier(model, engine, note=warn, tta=tta)
     announce_model(classifier, resolve_threshold(classifier, threshold), as_json)
     predictions = []
     with image_progress("predicting") as hook:

@@ -18,6 +18,7 @@ from melanoma_cli.engine.prediction import classify_batches, resolve_threshold
 from melanoma_cli.engine.taxonomy import TaxonomyChoice, resolve_taxonomy
 from melanoma_cli.runtime.classifier import Classifier
 from melanoma_cli.runtime.run_folder import ReportFolder, RunFolder
+from melanoma_cli.runtime.tta import uses_tta
 from melanoma_cli.utils.atomic import write_text, write_with
 from melanoma_cli.utils.errors import MelanomaError
 from melanoma_cli.utils.progress import Progress, no_progress
@@ -69,7 +70,8 @@ def evaluate_folder(
 
     The test set is a folder per class or a labels CSV. Its labels are matched to the model's
     classes by name; coarser test classes sum the probabilities of the model classes they
-    merge (see `taxonomy`). Unreadable files are skipped.
+    merge (see `taxonomy`). Unreadable files are skipped. The report records whether the
+    classifier averages over test-time augmentation views ("tta").
     """
     test_dir = Path(test_dir)
     progress("status", {"message": f"reading {test_dir}"})
@@ -93,6 +95,7 @@ def evaluate_folder(
     metrics = evaluation_report(labels, probabilities, classes.classes, melanoma,
                                 resolve_threshold(classifier, threshold), resamples)
     metrics["taxonomy"] = {"name": classes.name, "merged": classes.merged(classifier.classes)}
+    metrics["tta"] = uses_tta(classifier)
     return EvaluationResult(metrics, [files[i] for i in kept], labels, probabilities, skipped,
                             classifier.source, test_dir, listing.nested, listing.loose)
 

@@ -119,6 +119,21 @@ def _prediction(path: Path, probabilities: np.ndarray, classes: list[str], top_k
     )
 
 
+def to_predictions(classifier: Classifier, paths: Sequence[Path], probabilities: np.ndarray,
+                   top_k: int = 3, threshold: float | None = None) -> list[Prediction]:
+    """One `Prediction` per row of `probabilities` (rows in the order of `paths`).
+
+    A lesion is flagged when p(melanoma) >= threshold (given, else the model's; argmax if neither).
+    """
+    classes = classifier.classes
+    melanoma = classes.index(classifier.melanoma_class) if classifier.melanoma_class else None
+    flags = (None if melanoma is None
+             else melanoma_flags(probabilities, melanoma, resolve_threshold(classifier, threshold)).tolist())
+    return [_prediction(path, probabilities[row], classes, top_k, melanoma,
+                        None if flags is None else flags[row])
+            for row, path in enumerate(paths)]
+
+
 def predict_files(
     classifier: Classifier,
     paths: Sequence[Path],
@@ -127,20 +142,12 @@ def predict_files(
     threshold: float | None = None,
     progress: Progress = no_progress,
 ) -> Iterator[Prediction | Unreadable]:
-    """Predictions (or the reason a file could not be read), yielded batch by batch.
-
-    A lesion is flagged when p(melanoma) >= threshold (given, else the model's; argmax if neither).
-    """
-    classes = classifier.classes
-    melanoma = classes.index(classifier.melanoma_class) if classifier.melanoma_class else None
-    threshold = resolve_threshold(classifier, threshold)
+    """Predictions (or the reason a file could not be read), yielded batch by batch (see
+    `to_predictions` for the melanoma flag)."""
     for batch in classify_batches(classifier, paths, batch_size, progress):
         yield from batch.unreadable
-        flags = (None if melanoma is None
-                 else melanoma_flags(batch.probabilities, melanoma, threshold).tolist())
-        for row, index in enumerate(batch.indices):
-            yield _prediction(paths[index], batch.probabilities[row], classes, top_k, melanoma,
-                              None if flags is None else flags[row])
+        yield from to_predictions(classifier, [paths[i] for i in batch.indices], batch.probabilities,
+                                  top_k, threshold)
 
 
 def check_csv_destination(path: Path) -> None:

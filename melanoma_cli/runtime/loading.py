@@ -15,6 +15,7 @@ from melanoma_cli.runtime.keras_engine import load_keras
 from melanoma_cli.runtime.litert_engine import INSTALL_HINT, interpreter_class, load_litert
 from melanoma_cli.runtime.names import Engine, EngineName
 from melanoma_cli.runtime.run_folder import ModelInfo, resolve_model_path
+from melanoma_cli.runtime.tta import with_tta
 from melanoma_cli.utils.errors import MelanomaError
 
 
@@ -43,12 +44,13 @@ def choose_engine(requested: Engine, tflite: Path | None, litert_installed: bool
 
 
 def load_classifier(model: Path | None, engine: Engine = "auto",
-                    note: Callable[[str], None] | None = None) -> Classifier:
+                    note: Callable[[str], None] | None = None, tta: bool = False) -> Classifier:
     """Load `--model` (a run folder, or a .keras or .tflite file with model.json beside it).
 
     Without one, the bundled default model in melanoma_cli/default_model/ is used if installed.
     `engine` auto runs the LiteRT export when there is one and ai-edge-litert is installed, else
-    Keras; `note` hears why an existing export was not used.
+    Keras; `note` hears why an existing export was not used. `tta` averages every prediction over
+    the 8 flips and rotations of the image (see runtime/tta.py).
     """
     if model is None:
         model = default_model_dir()
@@ -61,7 +63,7 @@ def load_classifier(model: Path | None, engine: Engine = "auto",
         engine = "litert"
     interpreter = interpreter_class() if tflite is not None and engine != "keras" else None
     if choose_engine(engine, tflite, interpreter is not None) == "litert":
-        return load_litert(tflite, info, interpreter)
+        return with_tta(load_litert(tflite, info, interpreter), tta)
     if tflite is not None and engine == "auto" and note is not None:
         note(f"ai-edge-litert is not installed: using Keras, which starts slower ({INSTALL_HINT})")
-    return load_keras(model_file)
+    return with_tta(load_keras(model_file), tta)

@@ -1,0 +1,1 @@
+"""The local web page (`melanoma serve`): Gradio, from the optional `web` extra."""
