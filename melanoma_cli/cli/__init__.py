@@ -9,6 +9,7 @@ import typer
 
 from melanoma_cli import __version__
 from melanoma_cli.cli import (
+    env_command,
     evaluate_command,
     export_command,
     info_command,
@@ -50,6 +51,7 @@ app.command("evaluate")(evaluate_command.evaluate)
 app.command("predict")(predict_command.predict)
 app.command("export")(export_command.export)
 app.command("info")(info_command.info)
+app.command("env")(env_command.env)
 
 
 def main() -> None:
