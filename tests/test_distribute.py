@@ -171,15 +171,21 @@ def test_two_workers_on_localhost_write_one_run_folder(tmp_path):
     assert [json.loads(stdout)["run_dir"] for stdout, _ in results] == [str(out), str(out)]
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("train.mixed_precision=true",
+@pytest.mark.parametrize(("override", "tf_config", "message"), [
+    ("train.mixed_precision=true", None,
      "config key 'train.mixed_precision' needs a GPU and TensorFlow sees none (set it to false)"),
-    ("train.distribute=multi_worker",
+    ("train.distribute=multi_worker", None,
      "config key 'train.distribute' is multi_worker but TF_CONFIG is not set"),
-    ("train.distribute=several", "config key 'train.distribute': expected one of 'auto', 'none'"),
+    ("train.distribute=multi_worker", '{"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}',
+     "TF_CONFIG: 'cluster.worker' must list at least one host:port"),
+    ("train.distribute=multi_worker", "{not json", "TF_CONFIG must be JSON like"),
+    ("train.distribute=several", None, "config key 'train.distribute': expected one of 'auto', 'none'"),
 ])
-def test_refusals_name_the_key(tmp_path, monkeypatch, override, message):
-    monkeypatch.delenv("TF_CONFIG", raising=False)
+def test_refusals_name_the_key(tmp_path, monkeypatch, override, tf_config, message):
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
     data = make_dataset(tmp_path / "data", per_class=4)
     result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "run"),
                                       "--set", override])

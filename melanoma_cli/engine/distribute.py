@@ -51,23 +51,24 @@ class Distribution:
         return model
 
 
-def _tf_config() -> dict[str, Any]:
-    """The parsed TF_CONFIG environment variable (an error naming it when missing or invalid)."""
+def _check_tf_config() -> None:
+    """TF_CONFIG must name the workers and this machine's task (an error naming it otherwise)."""
     text = os.environ.get("TF_CONFIG")
     if not text:
         raise MelanomaError("config key 'train.distribute' is multi_worker but TF_CONFIG is not set "
                             "(it lists the workers and this machine's task; see README)")
     try:
         values = json.loads(text)
-        workers = values["cluster"]["worker"]
-        task = values["task"]
-        task["type"], int(task["index"])
+        workers, task = values["cluster"]["worker"], values["task"]
     except (ValueError, KeyError, TypeError) as exc:
         raise MelanomaError("TF_CONFIG must be JSON like {\"cluster\": {\"worker\": [\"host:port\", ...]}, "
                             "\"task\": {\"type\": \"worker\", \"index\": 0}}") from exc
     if not isinstance(workers, list) or not workers:
         raise MelanomaError("TF_CONFIG: 'cluster.worker' must list at least one host:port")
-    return values
+    if not isinstance(task, dict) or not isinstance(task.get("type"), str) \
+            or not isinstance(task.get("index"), int):
+        raise MelanomaError("TF_CONFIG: 'task' must give this machine's 'type' (worker or chief) and "
+                            "'index'")
 
 
 def _fix_keras_multi_worker_logs() -> None:
@@ -124,7 +125,7 @@ def choose(config: Config) -> Distribution:
     """
     name = config.train.distribute
     if name == "multi_worker":
-        _tf_config()  # a clear error before TensorFlow tries to reach the other workers
+        _check_tf_config()  # a clear error before TensorFlow tries to reach the other workers
     tf = import_tensorflow()
     if name == "multi_worker":
         _fix_keras_multi_worker_logs()
