@@ -19,7 +19,7 @@ from typing import Any
 
 from melanoma_cli.config import Config
 from melanoma_cli.utils.errors import MelanomaError
-from melanoma_cli.utils.tensorflow import import_keras, import_tensorflow
+from melanoma_cli.utils.tensorflow import fix_keras_multi_worker_logs, import_keras, import_tensorflow
 
 
 @dataclass
@@ -71,34 +71,6 @@ def _check_tf_config() -> None:
                             "'index'")
 
 
-def _fix_keras_multi_worker_logs() -> None:
-    """Keras 3 averages a multi-worker step's scalar logs along axis 0, which a scalar lacks.
-
-    Averaging them as whole values (axis None) is what the logs mean; everything else is left
-    to Keras.
-    """
-    from keras.src.backend.tensorflow import trainer
-
-    original = trainer.reduce_per_replica
-    if getattr(original, "fixed_for_multi_worker", False):
-        return
-
-    tf = import_tensorflow()
-
-    def scalar(value: Any) -> bool:
-        parts = value.values if isinstance(value, tf.distribute.DistributedValues) else (value,)
-        return all(part.shape.rank == 0 for part in parts)
-
-    def reduce_per_replica(values: Any, strategy: Any, reduction: str) -> Any:
-        if (reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(strategy)
-                and all(scalar(value) for value in tf.nest.flatten(values))):
-            return tf.nest.map_structure(lambda value: strategy.reduce("MEAN", value, axis=None), values)
-        return original(values, strategy, reduction)
-
-    reduce_per_replica.fixed_for_multi_worker = True  # type: ignore[attr-defined]
-    trainer.reduce_per_replica = reduce_per_replica
-
-
 def _is_chief(strategy: Any) -> bool:
     """The chief task, or worker 0 when the cluster has no chief (as TensorFlow defines it)."""
     resolver = strategy.cluster_resolver
@@ -128,7 +100,7 @@ def choose(config: Config) -> Distribution:
         _check_tf_config()  # a clear error before TensorFlow tries to reach the other workers
     tf = import_tensorflow()
     if name == "multi_worker":
-        _fix_keras_multi_worker_logs()
+        fix_keras_multi_worker_logs()
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         cluster = strategy.cluster_resolver.cluster_spec().as_dict()
         workers = len(cluster.get("chief", [])) + len(cluster.get("worker", []))
