@@ -193,3 +193,17 @@ def test_refusals_name_the_key(tmp_path, monkeypatch, override, tf_config, messa
     assert result.stderr.strip().startswith("Error: ") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_auto_is_mirrored_only_with_several_gpus():
+    from melanoma_cli.config import load_config
+    from melanoma_cli.engine.distribute import choose
+    from melanoma_cli.utils.tensorflow import import_tensorflow
+
+    gpus = import_tensorflow().config.list_logical_devices("GPU")
+    distribution = choose(load_config(None))
+    expected = ("mirrored", len(gpus)) if len(gpus) > 1 else ("none", 1)
+    assert (distribution.name, distribution.replicas) == expected
+    assert distribution.is_chief and distribution.workers == 1
+    assert distribution.record(32) == {"strategy": expected[0], "replicas": expected[1], "workers": 1,
+                                       "global_batch_size": 32, "mixed_precision": False}
