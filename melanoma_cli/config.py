@@ -131,6 +131,10 @@ class TrainConfig:
     stages: list[StageConfig] = field(default_factory=list)
     melanoma_class: str = "melanoma"
     melanoma_sensitivity: float = 0.85
+    # tf.distribute strategy: auto (mirrored over several GPUs, else none), none (one device),
+    # mirrored (every local GPU), multi_worker (the machines in TF_CONFIG)
+    distribute: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
+    mixed_precision: bool = False  # float16 compute on GPUs (refused without one)
 
 
 @dataclass

@@ -9,6 +9,7 @@ import typer
 
 from melanoma_cli import __version__
 from melanoma_cli.cli import (
+    env_command,
     evaluate_command,
     explain_command,
     export_command,
@@ -54,6 +55,7 @@ app.command("explain")(explain_command.explain)
 app.command("export")(export_command.export)
 app.command("info")(info_command.info)
 app.command("serve")(serve_command.serve)
+app.command("env")(env_command.env)
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from melanoma_cli.config import Config
+from melanoma_cli.engine.distribute import Distribution
 from melanoma_cli.engine.run_record import RunRecord
 from melanoma_cli.engine.trainer import (
     build_and_compile,
@@ -75,11 +76,16 @@ class Interrupts:
 
 def validation_loss(config: Config, labels: np.ndarray, probabilities: np.ndarray,
                     class_weight: dict[int, float] | None) -> float:
-    """The training loss on validation: same label smoothing, same class weights."""
+    """The training loss on validation: same label smoothing, same class weights.
+
+    Per-image losses averaged here, not by the loss object, which divides by the number of
+    replicas inside a distribution strategy's scope.
+    """
     targets = np.eye(probabilities.shape[1], dtype=np.float32)[labels]
-    weights = None if class_weight is None else np.array([class_weight[int(k)] for k in labels],
-                                                            dtype=np.float32)
-    return float(make_loss(config)(targets, probabilities, sample_weight=weights))
+    per_image = np.asarray(make_loss(config).call(targets, probabilities), dtype=np.float64)
+    if class_weight is not None:
+        per_image *= np.array([class_weight[int(k)] for k in labels])
+    return float(per_image.mean())
 
 
 @dataclass
@@ -128,20 +134,24 @@ def _callbacks(config: Config, data: TrainingData, record: RunRecord, interrupts
     return [ValidationMetrics(), Recorder(), Reporter()]
 
 
-def fit(config: Config, data: TrainingData, record: RunRecord, report: ProgressHook) -> bool:
-    """Train the stages left after `record.state.epochs_done`; True when interrupted."""
+def fit(config: Config, data: TrainingData, record: RunRecord, report: ProgressHook,
+        distribution: Distribution) -> bool:
+    """Train the stages left after `record.state.epochs_done`; True when interrupted.
+
+    The model is built or restored, compiled and trained in the distribution's strategy scope.
+    """
     done = record.state.epochs_done
     report("start", {"epochs": total_epochs(config), "steps": data.steps_per_epoch, "done": done,
                      "train": data.train_images, "validation": len(data.val_labels)})
     interrupts = Interrupts()
     validation, recorder, reporter = _callbacks(config, data, record, interrupts, report)
     try:
-        with interrupts.installed():
-            model = restore(record.run.last) if done else None
+        with interrupts.installed(), distribution.strategy.scope():
+            model = distribution.adopt(restore(record.run.last)) if done else None
             for stage, stage_start, first, end in remaining_stages(config, done):
                 if first == stage_start:  # mid-stage, the restored model keeps its optimizer
-                    model = build_and_compile(config, data.num_classes, stage, data.steps_per_epoch,
-                                              model)
+                    model = distribution.adopt(build_and_compile(
+                        config, data.num_classes, stage, data.steps_per_epoch, model))
                 callbacks = [validation, *stage_callbacks(config), recorder, reporter]
                 model.fit(data.train, epochs=end, initial_epoch=first, class_weight=data.class_weight,
                           callbacks=callbacks, shuffle=False, verbose=0)

@@ -1,8 +1,9 @@
 """How a run's model is made ready to train: built or restored, stage by stage, compiled.
 
-`build_and_compile` and `restore` are the only places a model is created for training (a
-distribution strategy's scope will wrap exactly these); the loss, optimizer, class weights and
-per-stage callbacks come from here too, so `train` and the benchmarks train the same thing.
+`build_and_compile` and `restore` are the only places a model is created for training (`fit`
+calls them inside the distribution strategy's scope, engine/distribute.py); the loss,
+optimizer, class weights and per-stage callbacks come from here too, so `train` and the
+benchmarks train the same thing.
 """
 
 from __future__ import annotations

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from melanoma_cli.data.images import Unreadable
 from melanoma_cli.data.preparation import PreparedData, prepare_data
 from melanoma_cli.data.sources import source_name
 from melanoma_cli.engine import data_report
+from melanoma_cli.engine.distribute import Distribution, choose
 from melanoma_cli.engine.fit import ProgressHook, TrainingData, fit
 from melanoma_cli.engine.metrics import summary, threshold_for_sensitivity
 from melanoma_cli.engine.run_record import (
@@ -69,6 +72,7 @@ class _Run:
     record: dict[str, Any]  # model.json "training": where the data came from, what was kept
     state: TrainState
     report: ProgressHook
+    distribution: Distribution
 
 
 def _model_info(run: _Run, status: str, threshold: float | None, training: dict) -> ModelInfo:
@@ -147,6 +151,10 @@ def _train_run(run: _Run) -> TrainResult:
     config, data = run.config, run.data
     seed_everything(config.seed)
     num_classes, batch = len(data.classes), config.data.batch_size
+    if batch < run.distribution.replicas:
+        raise MelanomaError(f"config key 'data.batch_size' ({batch}) must be at least the number of "
+                            f"replicas ({run.distribution.replicas}): it is the global batch, split "
+                            "among them")
     training_data = TrainingData(
         train=make_dataset(data.train_images, data.train_labels, num_classes, batch, shuffle=True,
                            augmenter=build_augmenter(config.augment, config.seed), seed=config.seed),
@@ -158,7 +166,7 @@ def _train_run(run: _Run) -> TrainResult:
         class_weight=class_weights(config, data.train_labels, num_classes),
     )
     record = RunRecord.open(run.folder, config.train.monitor, run.state)
-    interrupted = fit(config, training_data, record, run.report)
+    interrupted = fit(config, training_data, record, run.report, run.distribution)
     if run.state.best_epoch is None:
         raise MelanomaError(f"training stopped before the first epoch ended; no model saved in "
                             f"'{run.folder.path}' (start it again with: melanoma train --resume "
@@ -189,6 +197,20 @@ def _source_record(config: Config, sources: Sequence[SourceConfig]) -> list[dict
              "name": source_name(spec)} for spec in [*config.data.sources, *sources]]
 
 
+def _as_worker(out: Path, start: Callable[[Path], TrainResult], copy_of: Path | None = None) -> TrainResult:
+    """A non-chief worker's session: the same training on a temporary run folder, then removed.
+
+    `copy_of` (a run folder to resume) is copied there first. The result names `out`, the run
+    folder the chief writes.
+    """
+    with tempfile.TemporaryDirectory(prefix="melanoma-worker-") as tmp:
+        folder = Path(tmp) / "run"
+        if copy_of is not None:
+            shutil.copytree(copy_of, folder)
+        result = start(folder)
+    return dataclasses.replace(result, run_dir=out, summary={**result.summary, "run_dir": str(out)})
+
+
 def train(
     config: Config,
     sources: Sequence[SourceConfig],
@@ -198,8 +220,22 @@ def train(
     holdout_dirs: Sequence[Path] = (),
     progress: ProgressHook | None = None,
 ) -> TrainResult:
-    """Train a model on the config's and the given sources and write a run folder to `out`."""
+    """Train a model on the config's and the given sources and write a run folder to `out`.
+
+    Under multi_worker only the chief writes `out`; the other workers train alongside it.
+    """
     report = progress or (lambda kind, values: None)
+    distribution = choose(config)
+    if not distribution.is_chief:
+        report("status", {"message": f"worker of a multi_worker run: the chief writes '{out}'"})
+        return _as_worker(out, lambda folder: _train(config, sources, folder, False, holdout_dirs, report,
+                                                     distribution))
+    return _train(config, sources, out, overwrite, holdout_dirs, report, distribution)
+
+
+def _train(config: Config, sources: Sequence[SourceConfig], out: Path, overwrite: bool,
+           holdout_dirs: Sequence[Path], report: ProgressHook, distribution: Distribution) -> TrainResult:
+    """`train` on one run folder."""
     folder = RunFolder(Path(out))
     holdouts = [Path(p).absolute() for p in [*config.data.holdout_dirs, *holdout_dirs]]
     recorded = _source_record(config, sources)
@@ -213,8 +249,9 @@ def train(
     write_text(folder.config, config.to_yaml())
     write_split(folder, data.split)
     record = {"data_dir": recorded[0]["path"] if recorded else None, "sources": recorded,
-              "holdout_dirs": [str(p) for p in holdouts]}
-    run = _Run(config, folder, data, record, TrainState(), report)
+              "holdout_dirs": [str(p) for p in holdouts],
+              "distribute": distribution.record(config.data.batch_size)}
+    run = _Run(config, folder, data, record, TrainState(), report, distribution)
     _report_data(run)
     _model_info(run, "incomplete", None, record).save(out)  # a crash leaves a resumable run
     return _train_run(run)
@@ -286,18 +323,31 @@ def resume(run_dir: Path, sources: Sequence[SourceConfig] = (),
     """Continue the run in `run_dir` from its last completed epoch, with its own config.
 
     The sources and holdout folders are the ones recorded in model.json; `sources` replace
-    them (e.g. after the data moved). The split must come out the same.
+    them (e.g. after the data moved). The split must come out the same. Under multi_worker
+    every worker resumes from `run_dir` (a shared folder, or a copy); only the chief writes it.
     """
     report = progress or (lambda kind, values: None)
     folder = RunFolder(Path(run_dir))
+    config = _load_run(folder)[0]
+    distribution = choose(config)
+    if not distribution.is_chief:
+        return _as_worker(folder.path, lambda copy: _resume(RunFolder(copy), sources, report, distribution),
+                          copy_of=folder.path)
+    return _resume(folder, sources, report, distribution)
+
+
+def _resume(folder: RunFolder, sources: Sequence[SourceConfig], report: ProgressHook,
+            distribution: Distribution) -> TrainResult:
+    """`resume` on one run folder."""
     config, info, state = _load_run(folder)
     record = _recorded_inputs(folder, info, sources)
+    record["distribute"] = distribution.record(config.data.batch_size)
     specs = [SourceConfig(**source) for source in record["sources"]]
     report("status", {"message": f"resuming '{folder.path}' after epoch {state.epochs_done}: "
                                  "scanning and decoding " + ", ".join(s.path for s in specs)})
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, sources=[]))
     data = prepare_data(config, specs, [Path(p) for p in record["holdout_dirs"]])
     _check_same_data(folder, info, data)
-    run = _Run(config, folder, data, record, state, report)
+    run = _Run(config, folder, data, record, state, report, distribution)
     _report_data(run)
     return _train_run(run)

@@ -48,5 +48,6 @@ def build_model(config: ModelConfig, num_classes: int, image_size: int):
         x = layers.Dropout(config.dropout, name="dense_dropout")(x)
         x = layers.Dense(config.dense_units, activation="relu", name="dense")(x)
     x = layers.Dropout(config.dropout, name="head_dropout")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    # float32 probabilities under mixed precision too (softmax and the loss need the range)
+    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=f"melanoma_{config.backbone}")

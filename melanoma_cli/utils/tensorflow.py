@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
+from typing import Any
 
 # Before anything imports TensorFlow: no INFO/WARNING lines from its C++ core (or oneDNN's notice).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -55,3 +56,32 @@ def seed_everything(seed: int) -> None:
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
+
+
+def fix_keras_multi_worker_logs() -> None:
+    """Let Keras 3 `fit` log under MultiWorkerMirroredStrategy (called when that strategy is chosen).
+
+    Keras (3.15) averages a multi-worker step's scalar logs along axis 0, which a scalar lacks,
+    and the step fails. This wraps Keras's internal `reduce_per_replica` so that all-scalar logs
+    are averaged whole (axis None), which is what they mean; everything else goes to Keras as is.
+    """
+    from keras.src.backend.tensorflow import trainer
+
+    original = trainer.reduce_per_replica
+    if getattr(original, "fixed_for_multi_worker", False):
+        return
+
+    tf = import_tensorflow()
+
+    def scalar(value: Any) -> bool:
+        parts = value.values if isinstance(value, tf.distribute.DistributedValues) else (value,)
+        return all(part.shape.rank == 0 for part in parts)
+
+    def reduce_per_replica(values: Any, strategy: Any, reduction: str) -> Any:
+        if (reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(strategy)
+                and all(scalar(value) for value in tf.nest.flatten(values))):
+            return tf.nest.map_structure(lambda value: strategy.reduce("MEAN", value, axis=None), values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica.fixed_for_multi_worker = True  # type: ignore[attr-defined]
+    trainer.reduce_per_replica = reduce_per_replica
