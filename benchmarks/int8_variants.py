@@ -40,6 +40,9 @@ VARIANTS = {
     "ai-edge-quantizer, all int8, 30/class": ("aeq", {"float_ops": ()}, 30),
     "ai-edge-quantizer, first and last layers float, 30/class": ("aeq", {"float_ops": ("first", "last")}, 30),
     "ai-edge-quantizer, last layer float, 30/class": ("aeq", {"float_ops": ("last",)}, 30),
+    "ai-edge-quantizer, depthwise convs float, 30/class": ("aeq", {"float_ops": ("depthwise",)}, 30),
+    "ai-edge-quantizer, 16-bit activations (a16w8), 30/class": ("aeq", {"float_ops": (),
+                                                                      "activation_bits": 16}, 30),
 }
 
 

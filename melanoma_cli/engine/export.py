@@ -102,15 +102,21 @@ def int8_bytes(network: Any, calibration: np.ndarray) -> bytes:
 
 
 def selective_int8_bytes(float_flatbuffer: bytes, calibration: np.ndarray,
-                         float_ops: tuple[str, ...] = ("first", "last")) -> bytes:
-    """Int8 with ai-edge-quantizer, leaving the first conv and/or the classifier layer in float.
+                         float_ops: tuple[str, ...] = ("first", "last"),
+                         activation_bits: int = 8) -> bytes:
+    """Int8 weights with ai-edge-quantizer, leaving chosen layers in float: the first conv
+    ("first"), the classifier ("last"), the depthwise convs ("depthwise"); activations in 8 or 16 bits.
 
     Raises ImportError when ai-edge-quantizer is not installed.
     """
     from ai_edge_quantizer import quantizer, recipe
 
     float_model = quantizer.Quantizer(bytearray(float_flatbuffer))
-    float_model.load_quantization_recipe(recipe.static_wi8_ai8())
+    float_model.load_quantization_recipe(recipe.static_wi8_ai8() if activation_bits == 8
+                                         else recipe.static_wi8_ai16())
+    if "depthwise" in float_ops:
+        float_model.update_quantization_recipe(regex=".*", operation_name="DEPTHWISE_CONV_2D",
+                                               algorithm_key="no_quantize")
     if "first" in float_ops:  # the stem: input rescaling and the first convolution
         for op in ("MUL", "ADD", "CONV_2D"):
             float_model.update_quantization_recipe(regex=".*stem_.*", operation_name=op,
