@@ -90,7 +90,8 @@ def evaluate_folder(
     labels = np.array([classes.classes.index(listing.entries[i].label) for i in kept], dtype=np.int64)
     raw = np.concatenate(rows)
     probabilities = classes.merge(raw)
-    progress("status", {"message": "computing metrics and bootstrap confidence intervals"})
+    progress("status", {"message": "computing metrics and bootstrap confidence intervals" if resamples
+                        else "computing metrics"})
     melanoma = classifier.melanoma_class if classifier.melanoma_class in classes.classes else None
     metrics = evaluation_report(labels, probabilities, classes.classes, melanoma,
                                 resolve_threshold(classifier, threshold), resamples)
