@@ -49,7 +49,8 @@ def apply_transforms(images, matrices, interpolation: str = "BILINEAR"):
 
 class FusedAugmenter:
     """Random flips, rotation, zoom and translation as one projective transform per image, then
-    cheap colour jitter (brightness, contrast, saturation, hue) as per-image scalars on the batch.
+    cheap colour jitter: contrast, brightness, saturation and hue as per-image scalars, composed
+    into one 3x3 colour matrix and offset per image and applied in one pass over the batch.
 
     Randomness comes from stateless ops keyed by a seeded generator that advances once per batch:
     different every batch and epoch, the same for the same seed. Works on float32 0-255 RGB and
@@ -97,27 +98,41 @@ class FusedAugmenter:
                 shift_x, shift_y = shift[0] * width, shift[1] * height
             x = apply_transforms(x, transform_matrices(flip_x, flip_y, angle, zoom, shift_x, shift_y,
                                                        height, width))
-        per_image = [n, 1, 1, 1]
-        if c.contrast > 0:
-            factor = tf.reshape(uniform(5, 1 - c.contrast, 1 + c.contrast), per_image)
-            mean = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
-            x = (x - mean) * factor + mean
-        if c.brightness > 0:
-            x = x + tf.reshape(uniform(6, -c.brightness, c.brightness) * 255, per_image)
-        if c.saturation > 0:
-            u = uniform(7, 0.5 - c.saturation / 2, 0.5 + c.saturation / 2)
-            factor = tf.reshape(u / (1 - u), per_image)
-            grey = tf.reduce_sum(x * tf.constant(LUMA, tf.float32), axis=-1, keepdims=True)
-            x = grey + (x - grey) * factor
-        if c.hue > 0:
-            x = _rotate_hue(x, uniform(8, -c.hue, c.hue) * 2 * np.pi)
         if c.contrast > 0 or c.brightness > 0 or c.saturation > 0 or c.hue > 0:
-            x = tf.clip_by_value(x, 0.0, 255.0)
+            x = self._colour(x, n, uniform)
         return x
 
+    def _colour(self, x, n, uniform):
+        """Contrast, brightness, saturation and hue are each affine in RGB: compose them into one
+        3x3 matrix and offset per image, apply that in a single pass, then clip to 0-255."""
+        tf = import_tensorflow()
 
-def _rotate_hue(x, angle):
-    """Rotate each image's hue by `angle` radians about the grey axis (in YIQ: a 3x3 matrix)."""
+        c = self.config
+        matrix = tf.eye(3, batch_shape=[n])
+        offset = tf.zeros([n, 3])
+        if c.contrast > 0:  # (x - mean) * f + mean, the mean per image and channel
+            factor = uniform(5, 1 - c.contrast, 1 + c.contrast)[:, None]
+            mean = tf.reduce_mean(x, axis=[1, 2])
+            matrix = matrix * factor[:, :, None]
+            offset = offset * factor + (1 - factor) * mean
+        if c.brightness > 0:
+            offset = offset + uniform(6, -c.brightness, c.brightness)[:, None] * 255
+        if c.saturation > 0:  # grey + (x - grey) * f, grey = luma
+            u = uniform(7, 0.5 - c.saturation / 2, 0.5 + c.saturation / 2)
+            factor = (u / (1 - u))[:, None, None]
+            luma = tf.broadcast_to(tf.constant(LUMA, tf.float32)[None, None, :], [1, 3, 3])
+            step = factor * tf.eye(3)[None] + (1 - factor) * luma
+            matrix, offset = tf.matmul(step, matrix), tf.linalg.matvec(step, offset)
+        if c.hue > 0:
+            step = _hue_rotation(uniform(8, -c.hue, c.hue) * 2 * np.pi)
+            matrix, offset = tf.matmul(step, matrix), tf.linalg.matvec(step, offset)
+        shape = tf.shape(x)
+        flat = tf.matmul(tf.reshape(x, [n, -1, 3]), matrix, transpose_b=True) + offset[:, None, :]
+        return tf.clip_by_value(tf.reshape(flat, shape), 0.0, 255.0)
+
+
+def _hue_rotation(angle):
+    """Per-image RGB matrices rotating hue by `angle` radians about the grey axis (via YIQ)."""
     tf = import_tensorflow()
 
     to_yiq = tf.constant([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
@@ -125,8 +140,7 @@ def _rotate_hue(x, angle):
     cos, sin = tf.cos(angle), tf.sin(angle)
     one, zero = tf.ones_like(angle), tf.zeros_like(angle)
     rotate = tf.reshape(tf.stack([one, zero, zero, zero, cos, -sin, zero, sin, cos], axis=1), [-1, 3, 3])
-    matrix = tf.matmul(tf.matmul(from_yiq[None], rotate), to_yiq[None])  # per image, RGB -> RGB
-    return tf.einsum("nhwc,ndc->nhwd", x, matrix)
+    return tf.matmul(tf.matmul(from_yiq[None], rotate), to_yiq[None])
 
 
 def build_augmenter(config: AugmentConfig, seed: int) -> FusedAugmenter | None:
