@@ -2,7 +2,8 @@
 
 For each variant: top-1 agreement and max |p difference| with the float model, melanoma-flag
 agreement at the model's stored threshold, size and model-alone img/s (float measured in the same
-run). Screening uses isic2018_test only: derm7pt is kept for the final equivalence report.
+run); and as a yardstick, the float model against itself on the same images with +-2 of pixel
+noise. Screening uses isic2018_test only: derm7pt is kept for the final equivalence report.
 
     python benchmarks/int8_variants.py --model runs/final --images 300
 """
@@ -81,6 +82,14 @@ def main() -> None:
     threshold = info.melanoma_threshold
     print(json.dumps({"variant": "float32", "size_mb": len(float_bytes) / 2**20,
                       "model_img_s": round(float_speed, 1), "n": len(images), **machine()}), flush=True)
+    # The float model's own stability, as a yardstick: the same images with +-2 of pixel noise.
+    noisy = np.clip(images.astype(np.int16) + rng.integers(-2, 3, images.shape), 0, 255).astype(np.uint8)
+    jittered = reference.predict(noisy)
+    print(json.dumps({"variant": "float32 on the images +-2 pixel noise (yardstick)", "n": len(images),
+                      "top1_agreement": float((jittered.argmax(1) == expected.argmax(1)).mean()),
+                      "flag_agreement": float(((jittered[:, melanoma] >= threshold)
+                                               == (expected[:, melanoma] >= threshold)).mean()),
+                      "max_abs_diff": float(np.abs(jittered - expected).max())}), flush=True)
     samples = {}
     for name, (tool, options, per_class) in VARIANTS.items():
         if args.only and not any(o in name for o in args.only):
