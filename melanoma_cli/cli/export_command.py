@@ -24,13 +24,14 @@ def export(
                            "dynamic: int8 weights, float activations (model_dynamic.tflite). "
                            "The float model.tflite is never replaced.")] = None,
     calibration: Annotated[list[str] | None, typer.Option(
-        "--calibration", help="int8: calibrate on this source (PATH or NAME=PATH; repeatable) "
-                              "instead of the run's training sources.")] = None,
+        "--calibration", metavar="[NAME=]PATH",
+        help="int8: calibrate on this source (repeatable) instead of the run's training sources.")] = None,
     per_class: Annotated[int, typer.Option(
         "--calibration-per-class", min=1, help="int8: calibration images per class.")] = 30,
     report_on: Annotated[list[Path] | None, typer.Option(
-        "--report-on", help="int8: outside test set(s) for the equivalence report (repeatable) "
-                            "\\[default: the run's holdout folders].")] = None,
+        "--report-on", metavar="TEST_SET",
+        help="int8: outside test set(s) for the equivalence report (repeatable) "
+             "\\[default: the run's holdout folders].")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Export a trained model (float32 by default), check it against Keras and record it in model.json."""
