@@ -28,12 +28,62 @@ MELANOMA = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "mela
 def step_parser(description: str) -> argparse.ArgumentParser:
     """Options shared by the step-timing benchmarks: data, timed and warm-up steps, overrides."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", action="append", default=None, metavar="[NAME=]PATH",
+                        help="training source (repeatable: final.yaml pools them; the original "
+                             "recipe uses the first) [default: ../shared/data/isic9/Train]")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a final.yaml value, e.g. data.image_size=180 (repeatable)")
     return parser
+
+
+def data_args(args: argparse.Namespace) -> list[str]:
+    """The --data values of a step parser, defaulted, as strings (to pass on to a child)."""
+    return args.data or [str(DEFAULT_DATA)]
+
+
+def keras_layers_augmenter(config: Any, seed: int) -> Any:
+    """The augmentation final.yaml used before the fused transform: one Keras layer per operation
+    (kept here only to measure against; the product uses data/pipeline.py's FusedAugmenter)."""
+    from melanoma_cli.utils.tensorflow import import_keras
+
+    keras = import_keras()
+    layers = []
+    if config.flip:
+        layers.append(keras.layers.RandomFlip("horizontal_and_vertical", seed=seed))
+    if config.rotation > 0:
+        layers.append(keras.layers.RandomRotation(config.rotation, fill_mode="reflect", seed=seed + 1))
+    if config.zoom > 0:
+        layers.append(keras.layers.RandomZoom((-config.zoom, config.zoom), fill_mode="reflect",
+                                              seed=seed + 2))
+    if config.translation > 0:
+        layers.append(keras.layers.RandomTranslation(config.translation, config.translation,
+                                                     fill_mode="reflect", seed=seed + 3))
+    if config.contrast > 0:
+        layers.append(keras.layers.RandomContrast(config.contrast, value_range=(0, 255), seed=seed + 4))
+    if config.brightness > 0:
+        layers.append(keras.layers.RandomBrightness(config.brightness, value_range=(0, 255),
+                                                    seed=seed + 5))
+    if config.saturation > 0:
+        layers.append(keras.layers.RandomSaturation(
+            (0.5 - config.saturation / 2, 0.5 + config.saturation / 2), value_range=(0, 255),
+            seed=seed + 6))
+    if config.hue > 0:
+        layers.append(keras.layers.RandomHue(config.hue, value_range=(0, 255), seed=seed + 7))
+    return keras.Sequential(layers, name="augmentation")
+
+
+AUGMENTERS = ("keras-layers", "fused")
+
+
+def augmenter(name: str, config: Any) -> Any:
+    """`keras-layers` (before) or `fused` (data/pipeline.py, what training uses) for final.yaml."""
+    from melanoma_cli.data.pipeline import build_augmenter
+
+    if name == "keras-layers":
+        return keras_layers_augmenter(config.augment, config.seed)
+    return build_augmenter(config.augment, config.seed)
 
 
 def machine() -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 For final.yaml: img/s of decoded, augmented, batched training tensors out of the project's tf.data
 pipeline (nothing else running), against img/s of training steps fed one fixed in-memory batch
-(no pipeline at all), for each fine-tuning stage. The same for the original recipe
+(no pipeline at all), for each fine-tuning stage; the pipeline with the fused augmentation and
+with the former Keras-layers augmentation, alternating in the same child. The same for the original recipe
 (`image_dataset_from_directory` decoding JPEGs from disk; its small CNN). Each recipe runs in its
 own child process; ratio = pipeline / model, and should be >= 5.
 
@@ -19,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, run_child, step_parser
-from train_throughput import BATCH, SEED, SIZE, original_model
+from _common import AUGMENTERS, augmenter, data_args, emit, run_child, step_parser
+from train_throughput import BATCH, SEED, SIZE, original_model, parse_path
 
 
 def pipeline_rate(dataset: Any, warmup: int, steps: int) -> float:
@@ -45,22 +46,25 @@ def model_rate(model: Any, x: Any, y: Any, warmup: int, steps: int) -> float:
     return len(x) * steps / (time.perf_counter() - started)
 
 
-def final_child(data: Path, warmup: int, steps: int, overrides: list[str]) -> dict[str, Any]:
+def final_child(data: list[str], warmup: int, steps: int, overrides: list[str]) -> dict[str, Any]:
     import numpy as np
 
-    from melanoma_cli.config import SourceConfig, load_config
-    from melanoma_cli.data.pipeline import build_augmenter, make_dataset
+    from melanoma_cli.config import load_config
+    from melanoma_cli.data.pipeline import make_dataset
     from melanoma_cli.data.preparation import prepare_data
+    from melanoma_cli.data.sources import parse_source
     from melanoma_cli.engine.trainer import build_and_compile
     from melanoma_cli.utils.tensorflow import seed_everything
 
     config = load_config("final.yaml", overrides)
-    prepared = prepare_data(config, [SourceConfig(str(data))])
+    prepared = prepare_data(config, [parse_source(source) for source in data])
     seed_everything(config.seed)
     classes = len(prepared.classes)
-    dataset = make_dataset(prepared.train_images, prepared.train_labels, classes, BATCH, shuffle=True,
-                           augmenter=build_augmenter(config.augment, config.seed), seed=config.seed)
-    pipeline = pipeline_rate(dataset, warmup, steps)
+    pipelines = {}
+    for name in (*AUGMENTERS, *AUGMENTERS):  # twice, alternating: the best of two per augmenter
+        dataset = make_dataset(prepared.train_images, prepared.train_labels, classes, BATCH,
+                               shuffle=True, augmenter=augmenter(name, config), seed=config.seed)
+        pipelines[name] = max(pipelines.get(name, 0.0), pipeline_rate(dataset, warmup, steps))
     x = prepared.train_images[:BATCH].astype(np.float32)
     y = np.eye(classes, dtype=np.float32)[prepared.train_labels[:BATCH]]
     stages, model = [], None
@@ -68,10 +72,10 @@ def final_child(data: Path, warmup: int, steps: int, overrides: list[str]) -> di
         model = build_and_compile(config, classes, stage, 1000, model)
         consumed = model_rate(model, x, y, warmup, steps)
         stages.append({"trainable": stage.trainable, "model_img_per_s": round(consumed, 1),
-                       "ratio": round(pipeline / consumed, 1)})
-    return {"recipe": "final.yaml", "image_size": config.data.image_size,
-            "pipeline_img_per_s": round(pipeline, 1), "stages": stages,
-            "ratio": min(s["ratio"] for s in stages)}
+                       **{f"ratio_{name}": round(pipelines[name] / consumed, 1) for name in AUGMENTERS}})
+    return {"recipe": "final.yaml", "data": data, "image_size": config.data.image_size,
+            **{f"pipeline_img_per_s_{name}": round(pipelines[name], 1) for name in AUGMENTERS},
+            "stages": stages, "ratio": min(s["ratio_fused"] for s in stages)}
 
 
 def original_child(data: Path, warmup: int, steps: int) -> dict[str, Any]:
@@ -95,16 +99,19 @@ def original_child(data: Path, warmup: int, steps: int) -> dict[str, Any]:
 def main() -> None:
     parser = step_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--child", choices=["final", "original"], help=argparse.SUPPRESS)
+    parser.add_argument("--skip-original", action="store_true", help="measure final.yaml only")
     args = parser.parse_args()
+    data = data_args(args)
     if args.child == "final":
-        print(json.dumps(final_child(args.data, args.warmup, args.steps, args.overrides)))
+        print(json.dumps(final_child(data, args.warmup, args.steps, args.overrides)))
         return
     if args.child == "original":
-        print(json.dumps(original_child(args.data, args.warmup, args.steps)))
+        print(json.dumps(original_child(Path(parse_path(data[0])), args.warmup, args.steps)))
         return
-    common = [sys.executable, __file__, "--data", str(args.data), "--steps", str(args.steps),
-              "--warmup", str(args.warmup), *(f"--set={override}" for override in args.overrides)]
-    for recipe in ("original", "final"):
+    common = [sys.executable, __file__, *(f"--data={source}" for source in data),
+              "--steps", str(args.steps), "--warmup", str(args.warmup),
+              *(f"--set={override}" for override in args.overrides)]
+    for recipe in ("final",) if args.skip_original else ("original", "final"):
         child = run_child([*common, "--child", recipe])
         emit("pipeline_throughput", **child.last_json(), steps=args.steps, warmup=args.warmup,
              overrides=args.overrides)

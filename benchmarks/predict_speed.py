@@ -4,12 +4,14 @@ Every measurement of `melanoma ...` is a fresh child process (what a user or a s
 alternating engines so both see the same machine load:
   - `melanoma --help` and `melanoma predict --help` wall time;
   - cold start: `melanoma predict ONE.jpg --engine keras|litert --json` wall time and peak RSS;
-  - batch: `melanoma predict` over `--images` (1,000) files per engine: wall time and peak RSS,
-    plus, inside one child per engine, decode and model img/s measured apart.
+  - batch: `melanoma predict` over `--images` (1,000) files per engine (litert-int8, litert,
+    keras): wall time and peak RSS, plus, inside one child per engine, decode and model img/s
+    measured apart; and the int8 / float ratios.
 
 The model: `--model RUN`, else the bundled default model, else a quick one trained here with
 final.yaml (one head-only epoch: the right architecture, untrained weights do not change speed).
-It is copied to a temporary folder and exported to .tflite there if it has no export.
+It is copied to a temporary folder and exported to .tflite there (float, and int8 calibrated on
+`--data`) if it lacks an export.
 
     python benchmarks/predict_speed.py [--model RUN] [--data DIR] [--repeats 3] [--images 1000]
 """
@@ -32,7 +34,8 @@ from _common import DEFAULT_DATA, MELANOMA, REPO, emit, run_child
 from melanoma_cli.runtime.run_folder import RunFolder
 
 BUNDLED = REPO / "melanoma_cli" / "default_model"
-ENGINES = ("litert", "keras")
+ENGINES = ("litert", "keras")  # cold start
+BATCH_ENGINES = ("litert-int8", "litert", "keras")  # batch throughput
 BATCH = 64
 
 
@@ -45,8 +48,9 @@ def quick_model(data: Path, folder: Path) -> Path:
     return run
 
 
-def working_copy(model: Path, folder: Path) -> tuple[Path, dict[str, Any] | None]:
-    """Copy the run's model files to `folder`; export to .tflite there if it has no export."""
+def working_copy(model: Path, folder: Path, calibration: Path) -> tuple[Path, dict[str, Any] | None]:
+    """Copy the run's model files to `folder`; export float and int8 .tflite there if missing
+    (int8 calibrated on `calibration`, no equivalence report: speed does not depend on it)."""
     run = folder / "model"
     run.mkdir()
     source_files, copy = RunFolder(model), RunFolder(run)
@@ -57,11 +61,19 @@ def working_copy(model: Path, folder: Path) -> tuple[Path, dict[str, Any] | None
             shutil.copytree(source, run / source.name)
         elif source.is_file():
             shutil.copy2(source, run / source.name)
-    if (run / exports["tflite"] if "tflite" in exports else copy.export("tflite")).is_file():
-        return run, None
-    child = run_child([*MELANOMA, "export", "--model", str(run), "--json"])
-    summary = json.loads(child.stdout)
-    return run, {**summary, "wall_s": round(child.wall_s, 1), "peak_rss_mb": child.peak_rss_mb}
+    summary = None
+    if not (run / exports["tflite"] if "tflite" in exports else copy.export("tflite")).is_file():
+        child = run_child([*MELANOMA, "export", "--model", str(run), "--json"])
+        summary = {**json.loads(child.stdout), "wall_s": round(child.wall_s, 1),
+                   "peak_rss_mb": child.peak_rss_mb}
+    if not copy.export("tflite", "int8").is_file():
+        info_file = copy.info
+        info = json.loads(info_file.read_text())
+        info.get("training", {}).pop("holdout_dirs", None)  # speed only: skip the equivalence report
+        info_file.write_text(json.dumps(info))
+        run_child([*MELANOMA, "export", "--model", str(run), "--quantize", "int8",
+                   "--calibration", str(calibration), "--json"])
+    return run, summary
 
 
 def image_files(data: Path, count: int) -> list[Path]:
@@ -128,13 +140,18 @@ def batch_child(model: Path, folder: Path, engine: str) -> dict[str, Any]:
 
 
 def batch_throughput(model: Path, folder: Path, images: int) -> None:
-    for engine in ENGINES:
+    rates = {}
+    for engine in BATCH_ENGINES:
         cli = run_child([*MELANOMA, "predict", str(folder), "--model", str(model), "--engine", engine,
                          "--json", "--batch-size", str(BATCH)])
         inside = run_child([sys.executable, __file__, "--child-batch", engine, "--model", str(model),
                             "--data", str(folder)]).last_json()
+        rates[engine] = {"model": inside["model_img_per_s"], "cli": images / cli.wall_s}
         emit("predict_batch", **inside, cli_wall_s=round(cli.wall_s, 1),
              cli_img_per_s=round(images / cli.wall_s, 1), cli_peak_rss_mb=cli.peak_rss_mb)
+    emit("predict_batch_ratio", int8_over_float_model=round(
+        rates["litert-int8"]["model"] / rates["litert"]["model"], 2),
+        int8_over_float_cli=round(rates["litert-int8"]["cli"] / rates["litert"]["cli"], 2))
 
 
 def main() -> None:
@@ -143,7 +160,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--images", type=int, default=1000)
-    parser.add_argument("--child-batch", choices=ENGINES, help=argparse.SUPPRESS)
+    parser.add_argument("--child-batch", choices=BATCH_ENGINES, help=argparse.SUPPRESS)
+    parser.add_argument("--skip-cold", action="store_true", help="batch throughput only")
     args = parser.parse_args()
     if args.child_batch:
         print(json.dumps(batch_child(args.model, args.data, args.child_batch)))
@@ -152,12 +170,13 @@ def main() -> None:
         folder = Path(tmp)
         source = args.model or (BUNDLED if RunFolder(BUNDLED).info.is_file() else None)
         source = source or quick_model(args.data, folder)
-        model, exported = working_copy(source, folder)
+        model, exported = working_copy(source, folder, args.data)
         if exported:
             emit("export", model=str(source), **exported)
         files = image_files(args.data, args.images)
-        cli_start(max(args.repeats, 5))
-        cold_start(model, files[0], args.repeats)
+        if not args.skip_cold:
+            cli_start(max(args.repeats, 5))
+            cold_start(model, files[0], args.repeats)
         batch_throughput(model, linked_folder(files, folder / "images"), args.images)
 
 

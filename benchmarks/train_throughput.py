@@ -1,8 +1,10 @@
 """Training throughput: final.yaml vs the original recipe, each in a fresh child process.
 
-final.yaml: images decoded once into memory (plus the Augmentor-rebalanced training split),
-tf.data batches augmented by Keras layers, EfficientNet-Lite0 fine-tuned in two stages (head,
-then the top 6 blocks). The original recipe: `keras.utils.image_dataset_from_directory` (JPEGs
+final.yaml: images decoded once into memory (plus the Augmentor-rebalanced training split; with
+several `--data` sources, their de-duplicated pool), tf.data batches augmented by the fused
+projective transform, EfficientNet-Lite0 fine-tuned in two stages (head, then the top 6 blocks);
+each stage is also timed with the former Keras-layers augmentation, in the same child.
+The original recipe: `keras.utils.image_dataset_from_directory` (JPEGs
 decoded every epoch, no cache, no prefetch), 3 conv layers 32/64/128 + Flatten + Dense(128),
 180x180, batch 32, Adam.
 
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, run_child, step_parser
+from _common import AUGMENTERS, augmenter, data_args, emit, run_child, step_parser
 
 BATCH = 32
 SIZE = 180
@@ -62,37 +64,47 @@ def rates(seconds_per_step: float, train_images: int) -> dict[str, float]:
     }
 
 
-def final_child(data: Path, warmup: int, steps: int, overrides: list[str]) -> dict[str, Any]:
-    """final.yaml (with `overrides`) through the project's own data preparation, pipeline and model."""
-    from melanoma_cli.config import SourceConfig, load_config
-    from melanoma_cli.data.pipeline import build_augmenter, make_dataset
+def final_child(data: list[str], warmup: int, steps: int, overrides: list[str]) -> dict[str, Any]:
+    """final.yaml (with `overrides`) through the project's own data preparation, pipeline and model,
+    on the pool of `data` sources; each stage timed with the Keras-layers augmentation (before)
+    and the fused one (after), alternating, on the same prepared data."""
+    from melanoma_cli.config import load_config
+    from melanoma_cli.data.pipeline import make_dataset
     from melanoma_cli.data.preparation import prepare_data
+    from melanoma_cli.data.sources import parse_source
     from melanoma_cli.engine.trainer import build_and_compile, class_weights
     from melanoma_cli.utils.tensorflow import import_keras, seed_everything
 
     config = load_config("final.yaml", overrides)
     started = time.perf_counter()
-    prepared = prepare_data(config, [SourceConfig(str(data))])
+    prepared = prepare_data(config, [parse_source(source) for source in data])
     prepare_s = time.perf_counter() - started
     keras = import_keras()
-    seed_everything(config.seed)
     classes = len(prepared.classes)
-    dataset = make_dataset(prepared.train_images, prepared.train_labels, classes, BATCH, shuffle=True,
-                           augmenter=build_augmenter(config.augment, config.seed), seed=config.seed)
     weights = class_weights(config, prepared.train_labels, classes)
     train_images = len(prepared.train_labels)
-    stages, model = [], None
+    stages: dict[str, list[dict[str, Any]]] = {name: [] for name in AUGMENTERS}
+    models: dict[str, Any] = dict.fromkeys(AUGMENTERS)
     for stage in config.train.stages:
-        model = build_and_compile(config, classes, stage, math.ceil(train_images / BATCH), model)
-        seconds = timed_fit(keras, model, dataset, warmup, steps, class_weight=weights)
-        stages.append({"trainable": stage.trainable, "epochs": stage.epochs,
-                       **rates(seconds, train_images)})
-    epochs = sum(s["epochs"] for s in stages)
-    total_s = sum(s["epochs"] * s["epoch_s"] for s in stages)
-    return {"recipe": "final.yaml", "image_size": config.data.image_size, "train_images": train_images,
-            "prepare_s": round(prepare_s, 1),
-            "stages": stages, "img_per_s": round(epochs * train_images / total_s, 1),
-            "epoch_s": round(total_s / epochs, 1)}
+        for name in AUGMENTERS:
+            seed_everything(config.seed)
+            dataset = make_dataset(prepared.train_images, prepared.train_labels, classes, BATCH,
+                                   shuffle=True, augmenter=augmenter(name, config), seed=config.seed)
+            models[name] = build_and_compile(config, classes, stage, math.ceil(train_images / BATCH),
+                                             models[name])
+            seconds = timed_fit(keras, models[name], dataset, warmup, steps, class_weight=weights)
+            stages[name].append({"trainable": stage.trainable, "epochs": stage.epochs,
+                                 **rates(seconds, train_images)})
+    epochs = sum(stage.epochs for stage in config.train.stages)
+    results = {}
+    for name in AUGMENTERS:
+        total_s = sum(s["epochs"] * s["epoch_s"] for s in stages[name])
+        results[name] = {"stages": stages[name], "img_per_s": round(epochs * train_images / total_s, 1),
+                         "epoch_s": round(total_s / epochs, 1)}
+    return {"recipe": "final.yaml", "data": data, "image_size": config.data.image_size,
+            "train_images": train_images, "prepare_s": round(prepare_s, 1), "augmenters": results,
+            "fused_over_keras_layers": round(results["fused"]["img_per_s"]
+                                             / results["keras-layers"]["img_per_s"], 2)}
 
 
 def original_model(keras: Any, classes: int) -> Any:
@@ -141,30 +153,43 @@ def original_child(data: Path, warmup: int, steps: int, epochs: int) -> dict[str
 def main() -> None:
     parser = step_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--original-epochs", type=int, default=0)
+    parser.add_argument("--skip-original", action="store_true", help="time final.yaml only")
     parser.add_argument("--child", choices=["final", "original"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be at least 1")
+    data = data_args(args)
     if args.child == "final":
-        print(json.dumps(final_child(args.data, args.warmup, args.steps, args.overrides)))
+        print(json.dumps(final_child(data, args.warmup, args.steps, args.overrides)))
         return
     if args.child == "original":
-        print(json.dumps(original_child(args.data, args.warmup, args.steps, args.original_epochs)))
+        print(json.dumps(original_child(Path(parse_path(data[0])), args.warmup, args.steps,
+                                        args.original_epochs)))
         return
-    common = [sys.executable, __file__, "--data", str(args.data), "--steps", str(args.steps),
-              "--warmup", str(args.warmup), "--original-epochs", str(args.original_epochs),
+    common = [sys.executable, __file__, *(f"--data={source}" for source in data),
+              "--steps", str(args.steps), "--warmup", str(args.warmup),
+              "--original-epochs", str(args.original_epochs),
               *(f"--set={override}" for override in args.overrides)]
     results = {}
-    for recipe in ("original", "final"):
+    recipes = ("final",) if args.skip_original else ("original", "final")
+    for recipe in recipes:
         child = run_child([*common, "--child", recipe])
         results[recipe] = child.last_json()
         emit("train_throughput", **results[recipe], peak_rss_mb=child.peak_rss_mb,
              steps=args.steps, warmup=args.warmup, overrides=args.overrides)
-    emit("train_throughput_ratio",
-         final_over_original_img_per_s=round(results["final"]["img_per_s"]
-                                             / results["original"]["img_per_s"], 2),
-         per_stage=[round(s["img_per_s"] / results["original"]["img_per_s"], 2)
-                    for s in results["final"]["stages"]])
+    if "original" in results:
+        final = results["final"]["augmenters"]["fused"]
+        emit("train_throughput_ratio",
+             final_over_original_img_per_s=round(final["img_per_s"] / results["original"]["img_per_s"], 2),
+             per_stage=[round(s["img_per_s"] / results["original"]["img_per_s"], 2)
+                        for s in final["stages"]])
+
+
+def parse_path(source: str) -> str:
+    """The path of a NAME=PATH --data value."""
+    from melanoma_cli.data.sources import parse_source
+
+    return parse_source(source).path
 
 
 if __name__ == "__main__":

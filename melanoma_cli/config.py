@@ -57,7 +57,8 @@ class DataConfig:
 
 @dataclass
 class AugmentConfig:
-    """On-the-fly augmentation of training batches (Keras preprocessing layers)."""
+    """On-the-fly augmentation of training batches: flips, rotation, zoom and translation fused
+    into one projective transform per image, then per-image colour jitter (data/pipeline.py)."""
 
     enabled: bool = False
     flip: bool = True

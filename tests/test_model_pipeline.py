@@ -7,7 +7,13 @@ import pytest
 
 from melanoma_cli.config import AugmentConfig, load_config
 from melanoma_cli.data.images import decode_many
-from melanoma_cli.data.pipeline import build_augmenter, make_dataset
+from melanoma_cli.data.pipeline import (
+    FusedAugmenter,
+    apply_transforms,
+    build_augmenter,
+    make_dataset,
+    transform_matrices,
+)
 from melanoma_cli.models.build import build_model
 
 
@@ -44,6 +50,49 @@ def test_augmenter_changes_images_and_its_seed_decides_how():
     assert (changed > 1).all(), changed  # every image was altered
     np.testing.assert_array_equal(first, again)
     assert np.abs(first - other).max() > 1
+
+
+def test_augmenter_is_random_per_batch_and_reproducible_across_runs():
+    images = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+
+    def two_epochs(seed: int) -> list[np.ndarray]:
+        augmenter = build_augmenter(AugmentConfig(enabled=True, saturation=0.2, hue=0.05), seed=seed)
+        dataset = make_dataset(images, None, 3, len(images), augmenter=augmenter, seed=seed)
+        return [np.asarray(batch) for _ in range(2) for batch in dataset]
+
+    first, again = two_epochs(3), two_epochs(3)
+    assert np.abs(first[0] - first[1]).max() > 1  # a new draw every epoch
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert all(batch.dtype == np.float32 and batch.min() >= 0 and batch.max() <= 255 for batch in first)
+
+
+def test_augmenter_with_everything_off_is_the_identity():
+    off = AugmentConfig(enabled=True, flip=False, rotation=0, zoom=0, translation=0, contrast=0,
+                        brightness=0, saturation=0, hue=0)
+    assert build_augmenter(off, seed=1) is None
+    images = np.random.default_rng(0).integers(0, 256, (3, 12, 12, 3)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(FusedAugmenter(off, seed=1)(images)), images)
+
+
+@pytest.mark.parametrize("interpolation", ["NEAREST", "BILINEAR"])
+def test_fused_transform_flips_and_quarter_turns_match_numpy_exactly(interpolation):
+    import tensorflow as tf
+
+    images = np.random.default_rng(0).integers(0, 256, (4, 9, 9, 3)).astype(np.float32)
+    ones = tf.ones([4])
+    cases = {  # (flip_x, flip_y, turns) -> numpy's answer
+        (-1.0, 1.0, 0.0): images[:, :, ::-1],
+        (1.0, -1.0, 0.0): images[:, ::-1],
+        (1.0, 1.0, 0.25): np.rot90(images, k=1, axes=(1, 2)),
+        (1.0, 1.0, -0.25): np.rot90(images, k=-1, axes=(1, 2)),
+        (1.0, 1.0, 0.5): np.rot90(images, k=2, axes=(1, 2)),
+    }
+    for (fx, fy, turns), expected in cases.items():
+        matrices = transform_matrices(fx * ones, fy * ones, turns * 2 * np.pi * ones, ones,
+                                      0 * ones, 0 * ones, 9, 9)
+        got = np.asarray(apply_transforms(tf.constant(images), matrices, interpolation))
+        np.testing.assert_array_equal(got, expected, err_msg=f"flip {fx},{fy} turns {turns}")
 
 
 def test_decode_converts_modes_and_sizes(tmp_path):

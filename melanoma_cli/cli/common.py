@@ -38,8 +38,10 @@ ThresholdOption = Annotated[float | None, typer.Option(
     "--melanoma-threshold", min=0.0, max=1.0, help=THRESHOLD_HELP)]
 BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="Images per model call.")]
 EngineOption = Annotated[Engine, typer.Option(
-    "--engine", help="litert: the model's .tflite export, no TensorFlow (fast start); keras: "
-                     "model.keras; auto: litert when the export and ai-edge-litert are there.")]
+    "--engine", help="litert: the model's float32 .tflite export, no TensorFlow (fast start); "
+                     "litert-int8: its int8 export (faster); keras: model.keras; auto: litert-int8 "
+                     "when its equivalence report passes, else litert when there is an export and "
+                     "ai-edge-litert is installed, else keras.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 TTAOption = Annotated[bool, typer.Option(
     "--tta", help="Average the probabilities over the 8 flips and 90-degree rotations of each image "

@@ -40,6 +40,34 @@ def _validation_rows(validation: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _int8_rows(int8: dict) -> list[tuple[str, str]]:
+    """The int8 export: whether `auto` runs it, and its equivalence with the float export per set."""
+    report = int8["report"]
+    if report is None:
+        return [("int8 export", escape(f"{int8['path']} (no equivalence report: used only with "
+                                       "--engine litert-int8)"))]
+    verdict = "passes: the default LiteRT engine" if int8["default_engine"] else (
+        "does not pass: auto keeps float" if report.get("passes") is False
+        else "report is for another file: auto keeps float")
+    rows = [("int8 export", escape(f"{int8['path']} ({verdict})"))]
+    for item in report.get("sets", []):
+        before, after = item["float"], item["int8"]
+        rows.append((f"int8 vs float: {escape(Path(item['test_set']).name)}", escape(
+            f"n={item['n']}; top-1 agreement {_pct(item['top1_agreement'])}, melanoma flag "
+            f"{_pct(item['melanoma_flag_agreement'])}, max |p diff| {item['max_abs_diff']:.3f}; "
+            f"balanced accuracy {_fmt(before['balanced_accuracy'])} -> {_fmt(after['balanced_accuracy'])}, "
+            f"melanoma AUC {_fmt(before['melanoma_auc'])} -> {_fmt(after['melanoma_auc'])} "
+            f"(melanoma n={before['melanoma_n']})")))
+    failing = [reason for reason in report.get("reasons", []) if not reason.startswith("ok")]
+    if failing:
+        rows.append(("int8 fails on", escape("; ".join(failing))))
+    return rows
+
+
 @handle_errors
 def info(
     model: Annotated[Path | None, typer.Option(
@@ -69,6 +97,10 @@ def info(
     if summary["validation"]:
         table.add_section()
         for name, value in _validation_rows(summary["validation"]):
+            table.add_row(name, value)
+    if summary.get("int8"):
+        table.add_section()
+        for name, value in _int8_rows(summary["int8"]):
             table.add_row(name, value)
     if summary["model_card"]:
         table.add_section()

@@ -37,6 +37,7 @@ class EvaluationResult:
     test_dir: Path
     nested: list[Path] = field(default_factory=list)  # folders below class folders (ignored)
     outside_classes: list[Path] = field(default_factory=list)  # loose files in test_dir (ignored)
+    model_probabilities: np.ndarray | None = None  # in the model's own classes, before any merging
 
     def summary(self) -> dict[str, Any]:
         """The report with its provenance (what --json prints and metrics.json holds)."""
@@ -89,15 +90,17 @@ def evaluate_folder(
     if not kept:
         raise MelanomaError(f"test folder '{test_dir}' has no readable images")
     labels = np.array([classes.classes.index(listing.entries[i].label) for i in kept], dtype=np.int64)
-    probabilities = classes.merge(np.concatenate(rows))
-    progress("status", {"message": "computing metrics and bootstrap confidence intervals"})
+    raw = np.concatenate(rows)
+    probabilities = classes.merge(raw)
+    progress("status", {"message": "computing metrics and bootstrap confidence intervals" if resamples
+                        else "computing metrics"})
     melanoma = classifier.melanoma_class if classifier.melanoma_class in classes.classes else None
     metrics = evaluation_report(labels, probabilities, classes.classes, melanoma,
                                 resolve_threshold(classifier, threshold), resamples)
     metrics["taxonomy"] = {"name": classes.name, "merged": classes.merged(classifier.classes)}
     metrics["tta"] = uses_tta(classifier)
     return EvaluationResult(metrics, [files[i] for i in kept], labels, probabilities, skipped,
-                            classifier.source, test_dir, listing.nested, listing.loose)
+                            classifier.source, test_dir, listing.nested, listing.loose, raw)
 
 
 def _write_predictions(result: EvaluationResult, path: Path) -> None:

@@ -1,13 +1,15 @@
 """Exporting a trained model: a LiteRT flatbuffer (.tflite) or a TensorFlow SavedModel folder.
 
 Each export is checked against the Keras model on a fixed batch and recorded in model.json, so
-`predict` and `evaluate` can find it.
+`predict` and `evaluate` can find it. A full-integer int8 export is calibrated on a class-balanced
+sample of the training sources and judged against the float export (engine/equivalence.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -17,13 +19,25 @@ from typing import Any
 
 import numpy as np
 
+from melanoma_cli.data.sources import check_folder
+from melanoma_cli.engine.calibration import CALIBRATION_PER_CLASS, CalibrationSample, calibration_sample
 from melanoma_cli.runtime.litert_engine import interpreter_class, load_litert
-from melanoma_cli.runtime.names import EXPORT_FORMATS, QUANTIZE_MODES, ExportFormat, Quantize
-from melanoma_cli.runtime.run_folder import ModelInfo, RunFolder, load_model, resolve_model_path
-from melanoma_cli.utils.atomic import write_with
+from melanoma_cli.runtime.names import (
+    EXPORT_FORMATS,
+    INT8_ENGINE,
+    INT8_QUANTIZE,
+    QUANTIZE_MODES,
+    ExportFormat,
+    Quantize,
+)
+from melanoma_cli.runtime.run_folder import LoadedModel, ModelInfo, RunFolder, load_model, resolve_model_path
+from melanoma_cli.utils.atomic import write_text, write_with
 from melanoma_cli.utils.errors import MelanomaError, first_line
+from melanoma_cli.utils.progress import Progress, no_progress
 from melanoma_cli.utils.tensorflow import import_tensorflow, silenced_stderr
 
+# The int8 method `export --quantize int8` uses, chosen by screening (benchmarks/int8_variants.py).
+INT8_METHOD = "TFLite converter, full-integer int8 (per-channel conv weights), float32 input and output"
 CHECK_IMAGES = 8
 CHECK_SEED = 0
 
@@ -55,6 +69,76 @@ def _tflite_bytes(network: Any, quantize: Quantize | None) -> bytes:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]  # int8 weights, float activations
     with _quiet():
         return converter.convert()
+
+
+def converter_int8_bytes(network: Any, calibration: np.ndarray, uint8_input: bool = False,
+                         uint8_output: bool = False) -> bytes:
+    """Full-integer int8 with the TFLite converter: every op int8, conv weights per channel.
+
+    Activation ranges come from `calibration` (uint8 model inputs). Input and output stay float32
+    unless asked (uint8 output would round probabilities to steps of 1/256).
+    """
+    tf = import_tensorflow()
+
+    def representative() -> Any:
+        for image in calibration:
+            yield [image[None].astype(np.float32)]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(network)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if uint8_input:
+        converter.inference_input_type = tf.uint8
+    if uint8_output:
+        converter.inference_output_type = tf.uint8
+    with _quiet():
+        return converter.convert()
+
+
+def int8_bytes(network: Any, calibration: np.ndarray) -> bytes:
+    """The int8 flatbuffer that `export --quantize int8` writes (INT8_METHOD)."""
+    return converter_int8_bytes(network, calibration)
+
+
+def selective_int8_bytes(float_flatbuffer: bytes, calibration: np.ndarray,
+                         float_ops: tuple[str, ...] = ("first", "last"),
+                         activation_bits: int = 8) -> bytes:
+    """Int8 weights with ai-edge-quantizer, leaving chosen layers in float: the first conv
+    ("first"), the classifier ("last"), the depthwise convs ("depthwise"); activations in 8 or 16 bits.
+
+    Raises ImportError when ai-edge-quantizer is not installed.
+    """
+    from ai_edge_quantizer import quantizer, recipe
+
+    float_model = quantizer.Quantizer(bytearray(float_flatbuffer))
+    float_model.load_quantization_recipe(recipe.static_wi8_ai8() if activation_bits == 8
+                                         else recipe.static_wi8_ai16())
+    if "depthwise" in float_ops:
+        float_model.update_quantization_recipe(regex=".*", operation_name="DEPTHWISE_CONV_2D",
+                                               algorithm_key="no_quantize")
+    if "first" in float_ops:  # the stem: input rescaling and the first convolution
+        for op in ("MUL", "ADD", "CONV_2D"):
+            float_model.update_quantization_recipe(regex=".*stem_.*", operation_name=op,
+                                                   algorithm_key="no_quantize")
+    if "last" in float_ops:  # the classifier: global pooling, dense layer, softmax
+        for op in ("MEAN", "FULLY_CONNECTED", "SOFTMAX"):
+            float_model.update_quantization_recipe(regex=".*", operation_name=op,
+                                                   algorithm_key="no_quantize")
+    with _quiet():
+        interpreter = interpreter_class()
+        signature = _signature_input_name(float_flatbuffer, interpreter)
+        data = {"serving_default": [{signature: image[None].astype(np.float32)} for image in calibration]}
+        result = float_model.calibrate(data, num_threads=1)
+        return bytes(float_model.quantize(result).quantized_model)
+
+
+def _signature_input_name(flatbuffer: bytes, interpreter: type | None) -> str:
+    if interpreter is None:
+        interpreter = import_tensorflow().lite.Interpreter
+    runner = interpreter(model_content=flatbuffer)
+    (name,) = runner.get_signature_list()["serving_default"]["inputs"]
+    return name
 
 
 def _tflite_outputs(path: Path, info: ModelInfo, images: np.ndarray) -> np.ndarray:
@@ -115,11 +199,16 @@ def _size(path: Path) -> int:
 
 
 def export_model(model_path: Path | str, fmt: ExportFormat = "tflite",
-                 quantize: Quantize | None = None) -> dict[str, Any]:
+                 quantize: Quantize | None = None, calibration: list[str] | None = None,
+                 per_class: int = CALIBRATION_PER_CLASS, test_dirs: list[Path] | None = None,
+                 progress: Progress = no_progress) -> dict[str, Any]:
     """Export a run folder's model next to it, check it against Keras, record it in model.json.
 
     Returns the path written, its size in bytes and the largest absolute difference between the
-    export's and Keras's probabilities on a fixed seeded batch of uint8 images.
+    export's and Keras's probabilities on a fixed seeded batch of uint8 images. An int8 export
+    is calibrated on a class-balanced sample of the training sources (or `calibration`) and,
+    when there are outside test sets (`test_dirs`, else model.json's holdout folders), compared
+    with the float export in an equivalence report written beside it.
     """
     if fmt not in EXPORT_FORMATS:
         raise MelanomaError(f"unknown export format '{fmt}' (use {' or '.join(EXPORT_FORMATS)})")
@@ -127,21 +216,39 @@ def export_model(model_path: Path | str, fmt: ExportFormat = "tflite",
         raise MelanomaError(f"unknown quantization '{quantize}' (use {' or '.join(QUANTIZE_MODES)})")
     if quantize and fmt != "tflite":
         raise MelanomaError("--quantize applies to the tflite format only")
+    if (calibration or test_dirs) and quantize != INT8_QUANTIZE:
+        raise MelanomaError(f"--calibration and --report-on apply to --quantize {INT8_QUANTIZE} only")
     model_file, info_file = resolve_model_path(Path(model_path))
     if model_file.suffix != ".keras":
         raise MelanomaError(f"export needs the Keras model (a run folder or .keras file), not '{model_file}'")
+    for test_dir in test_dirs or []:
+        check_folder(Path(test_dir), "test set")
     loaded = load_model(model_file)
-    target = RunFolder(model_file.parent).export(fmt, quantize)
+    run = RunFolder(model_file.parent)
+    target = run.export(fmt, quantize)
     images = check_batch(loaded.info.image_size)
     expected = np.asarray(loaded.model.predict_on_batch(images.astype(np.float32)))
+    sample = None
+    if quantize == INT8_QUANTIZE:
+        progress("status", {"message": "decoding the calibration sample"})
+        sample = calibration_sample(loaded.info, calibration, per_class)
+        progress("status", {"message": f"quantizing on {len(sample.images)} calibration images"})
     try:
-        exported = _write_export(loaded.model, loaded.info, target, fmt, quantize, images)
+        if sample is not None:
+            flatbuffer = int8_bytes(loaded.model, sample.images)
+            write_with(target, lambda tmp: tmp.write_bytes(flatbuffer))
+            exported = _tflite_outputs(target, loaded.info, images)
+        else:
+            exported = _write_export(loaded.model, loaded.info, target, fmt, quantize, images)
         info = ModelInfo.load(info_file)  # re-read: record the export without dropping other edits
-        info.exports[export_key(fmt, quantize)] = target.name
+        key = export_key(fmt, quantize)
+        info.exports[key] = target.name
+        if sample is not None:
+            info.quantization[key] = {"method": INT8_METHOD, "calibration": sample.description}
         info.save(info_file.parent)
     except (OSError, ValueError, RuntimeError) as exc:
         raise MelanomaError(f"exporting '{model_file}' as {fmt} failed: {first_line(exc)}") from exc
-    return {
+    result = {
         "format": fmt,
         "quantize": quantize,
         "path": str(target),
@@ -149,3 +256,38 @@ def export_model(model_path: Path | str, fmt: ExportFormat = "tflite",
         "max_abs_diff": float(np.abs(exported - expected).max()),
         "check_images": len(images),
     }
+    if sample is not None:
+        result["calibration"] = sample.description
+        result["report"] = _int8_report(loaded, run, target, test_dirs, sample, progress)
+    return result
+
+
+def _int8_report(loaded: LoadedModel, run: RunFolder, int8: Path, test_dirs: list[Path] | None,
+                 sample: CalibrationSample, progress: Progress) -> dict[str, Any] | None:
+    """Compare the int8 export with the float one on the outside test sets; write int8_report.json.
+
+    Without test sets the old report (if any) is removed: it judged another file.
+    """
+    if test_dirs is None:
+        test_dirs = [Path(d) for d in loaded.info.training.get("holdout_dirs") or [] if Path(d).is_dir()]
+    if not test_dirs:
+        run.int8_report.unlink(missing_ok=True)
+        return None
+    from melanoma_cli.engine.equivalence import equivalence_report
+    from melanoma_cli.runtime.loading import file_digest
+
+    with tempfile.TemporaryDirectory(prefix=".float-", dir=run.path) as scratch:
+        reference_path = run.export("tflite")
+        if not reference_path.is_file():  # compare with what a float export of this model would be
+            reference_path = Path(scratch) / reference_path.name
+            flatbuffer = _tflite_bytes(loaded.model, None)
+            reference_path.write_bytes(flatbuffer)
+        reference = load_litert(reference_path, loaded.info)
+        candidate = load_litert(int8, loaded.info, engine=INT8_ENGINE)
+        report = equivalence_report(reference, candidate, test_dirs, progress)
+    report["float"] = str(run.export("tflite"))
+    report["int8_sha256"] = file_digest(int8)
+    report["method"] = INT8_METHOD
+    report["calibration"] = sample.description
+    write_text(run.int8_report, json.dumps(report, indent=2) + "\n")
+    return report

@@ -7,8 +7,26 @@ from pathlib import Path
 from typing import Any
 
 from melanoma_cli.runtime.default_model import MODEL_CARD, default_model_dir
+from melanoma_cli.runtime.names import INT8_QUANTIZE
 from melanoma_cli.runtime.run_folder import ModelInfo, RunFolder, resolve_model_path
 from melanoma_cli.utils.errors import MelanomaError
+
+
+def _int8_summary(model_file: Path, info: ModelInfo) -> dict[str, Any] | None:
+    """The int8 export, how it was calibrated, and its equivalence report (None without an export)."""
+    from melanoma_cli.runtime.loading import int8_approved, int8_report, tflite_file
+
+    key = f"tflite_{INT8_QUANTIZE}"
+    path = tflite_file(model_file, info, key)
+    if path is None:
+        return None
+    report = int8_report(model_file)
+    return {
+        "path": str(path),
+        "quantization": info.quantization.get(key),
+        "default_engine": int8_approved(model_file, path),
+        "report": report,
+    }
 
 
 def model_summary(model: Path | None) -> dict[str, Any]:
@@ -30,6 +48,7 @@ def model_summary(model: Path | None) -> dict[str, Any]:
         "model_card": str(MODEL_CARD) if model is None and MODEL_CARD.is_file() else None,
     }
     run = RunFolder(model_file.parent)
+    summary["int8"] = _int8_summary(model_file, info)
     for path in (run.validation_report, run.metrics):
         if path.is_file():
             try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +40,7 @@ class LiteRTClassifier(BaseClassifier):
     """A .tflite model in a LiteRT interpreter, with the facts from its model.json."""
 
     interpreter: Any
-    engine: ClassVar[EngineName] = "litert"
+    engine: EngineName = "litert"  # litert-int8 for the full-integer export
 
     def _probabilities(self, images: np.ndarray) -> np.ndarray:
         return np.concatenate([self._invoke(images[start:start + INVOKE_BATCH])
@@ -52,9 +52,29 @@ class LiteRTClassifier(BaseClassifier):
         if source["shape"][0] != len(images):
             interpreter.resize_tensor_input(source["index"], [len(images), *source["shape"][1:]])
             interpreter.allocate_tensors()
-        interpreter.set_tensor(source["index"], np.ascontiguousarray(images, dtype=np.float32))
+        interpreter.set_tensor(source["index"], _quantized(images, source))
         interpreter.invoke()
-        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy()
+        (target,) = interpreter.get_output_details()
+        return _dequantized(interpreter.get_tensor(target["index"]), target)
+
+
+def _quantized(images: np.ndarray, details: dict) -> np.ndarray:
+    """Images as the input tensor takes them: float32, or integers by its scale and zero point."""
+    dtype = np.dtype(details["dtype"])
+    if dtype.kind == "f":
+        return np.ascontiguousarray(images, dtype=dtype)
+    scale, zero = details["quantization"]
+    info = np.iinfo(dtype)
+    values = np.asarray(images, np.float32) if scale == 0 else np.round(images / scale + zero)
+    return np.ascontiguousarray(np.clip(values, info.min, info.max), dtype=dtype)
+
+
+def _dequantized(values: np.ndarray, details: dict) -> np.ndarray:
+    """An output tensor as float32 probabilities (integer outputs by their scale and zero point)."""
+    if np.dtype(details["dtype"]).kind == "f":
+        return values.astype(np.float32)  # a copy: the interpreter reuses its buffer
+    scale, zero = details["quantization"]
+    return ((values.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
 def _check_shapes(interpreter: Any, info: ModelInfo, path: Path) -> None:
@@ -78,7 +98,8 @@ def cpu_threads() -> int:
     return os.cpu_count() or 1
 
 
-def load_litert(path: Path, info: ModelInfo, interpreter: type | None = None) -> LiteRTClassifier:
+def load_litert(path: Path, info: ModelInfo, interpreter: type | None = None,
+                engine: EngineName = "litert") -> LiteRTClassifier:
     """Open a .tflite file in a LiteRT interpreter (one thread per CPU core).
 
     `interpreter` defaults to ai-edge-litert's; the export check passes TensorFlow's own.
@@ -93,4 +114,4 @@ def load_litert(path: Path, info: ModelInfo, interpreter: type | None = None) ->
     except (ValueError, RuntimeError) as exc:
         raise MelanomaError(f"LiteRT model '{path}' cannot be loaded: {first_line(exc)}") from exc
     _check_shapes(network, info, path)
-    return LiteRTClassifier(interpreter=network, **BaseClassifier.facts(info, path))
+    return LiteRTClassifier(interpreter=network, engine=engine, **BaseClassifier.facts(info, path))

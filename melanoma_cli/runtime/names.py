@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-EngineName = Literal["keras", "litert"]
+EngineName = Literal["keras", "litert", "litert-int8"]  # litert: the float32 .tflite export
 Engine = Literal["auto", EngineName]  # `--engine`: auto picks an engine name
 ExportFormat = Literal["tflite", "savedmodel"]
-Quantize = Literal["dynamic"]
+Quantize = Literal["dynamic", "int8"]  # int8: full-integer, calibrated; an engine of its own
+
+INT8_ENGINE: EngineName = "litert-int8"
+INT8_QUANTIZE: Quantize = "int8"
 
 EXPORT_FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)
 QUANTIZE_MODES: tuple[Quantize, ...] = get_args(Quantize)

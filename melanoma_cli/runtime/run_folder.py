@@ -85,6 +85,11 @@ class RunFolder:
             return self.path / "saved_model"
         return self.path / ("model.tflite" if quantize is None else f"model_{quantize}.tflite")
 
+    @property
+    def int8_report(self) -> Path:
+        """The int8 export's equivalence report against the float export (written by export)."""
+        return self.path / "int8_report.json"
+
     def looks_like_run(self) -> bool:
         """Whether the folder holds a model.json or a model (so --overwrite may replace it)."""
         return self.info.exists() or self.model.exists()
@@ -127,6 +132,7 @@ class ModelInfo:
     versions: dict[str, str] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     exports: dict[str, str] = field(default_factory=dict)  # format -> file name in the model folder
+    quantization: dict[str, Any] = field(default_factory=dict)  # export key -> method, calibration sample
 
     def save(self, folder: Path) -> None:
         """Write model.json atomically."""
@@ -155,6 +161,8 @@ class ModelInfo:
                                 f"not {threshold!r}")
         if info.melanoma_class is not None and not isinstance(info.melanoma_class, str):
             raise MelanomaError(f"model info '{path}': 'melanoma_class' must be a class name or null")
+        if not isinstance(info.quantization, dict):
+            raise MelanomaError(f"model info '{path}': 'quantization' must map exports to their records")
         if not isinstance(info.exports, dict) or not all(isinstance(v, str) for v in info.exports.values()):
             raise MelanomaError(f"model info '{path}': 'exports' must map formats to file names")
         return info
