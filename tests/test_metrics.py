@@ -176,3 +176,16 @@ def test_training_summary_of_no_images_is_all_nulls():
     assert result == {"n": 0, "accuracy": None, "balanced_accuracy": None,
                       "per_class": {"melanoma": {"n": 0, "accuracy": None},
                                     "nevus": {"n": 0, "accuracy": None}}}
+
+
+def test_threshold_reaches_the_sensitivity_and_survives_tiny_score_changes():
+    from melanoma_cli.engine.metrics import threshold_for_sensitivity
+
+    is_positive = np.array([1, 1, 1, 1, 0, 0], bool)
+    scores = np.array([0.9, 0.6, 0.30, 0.2, 0.5, 0.1])
+    threshold = threshold_for_sensitivity(is_positive, scores, 0.75)  # 3 of 4 positives
+    assert threshold == pytest.approx(0.25)  # halfway between 0.30 (flagged) and 0.2 (not)
+    for noise in (-1e-6, 0.0, 1e-6):
+        assert int(((scores + noise) >= threshold)[is_positive].sum()) == 3
+    every = threshold_for_sensitivity(is_positive, scores, 1.0)
+    assert 0.2 * 0.999 < every < 0.2 and threshold_for_sensitivity(~is_positive & False, scores, 1) is None

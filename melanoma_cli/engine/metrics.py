@@ -47,12 +47,20 @@ def summary(y_true: np.ndarray, probabilities: np.ndarray, classes: list[str]) -
 
 def threshold_for_sensitivity(is_positive: np.ndarray, scores: np.ndarray,
                               sensitivity: float) -> float | None:
-    """The highest score threshold whose sensitivity (score >= threshold) reaches `sensitivity`."""
+    """A score threshold whose sensitivity (score >= threshold) reaches `sensitivity`.
+
+    It lies halfway between the last positive score it must flag and the next one below, so
+    that the same images scored by another engine or batch (differences of ~1e-7) get the same
+    flags; below the lowest positive score when every positive is needed.
+    """
     positives = np.sort(scores[is_positive.astype(bool)])[::-1]
     if len(positives) == 0:
         return None
     needed = max(1, math.ceil(sensitivity * len(positives) - 1e-9))
-    return float(positives[needed - 1])
+    lowest_flagged = float(positives[needed - 1])
+    if needed < len(positives):
+        return (lowest_flagged + float(positives[needed])) / 2
+    return lowest_flagged * (1 - 1e-4)
 
 
 def wilson_interval(successes: int, n: int, confidence: float = CONFIDENCE) -> Interval | None:

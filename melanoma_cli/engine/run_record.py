@@ -130,8 +130,8 @@ class RunRecord:
         value = logs[self.monitor]
         if self.state.improves(value, self.monitor):
             self.state.best_value, self.state.best_epoch = value, epoch
-            # The best model ships without optimizer state: a third of the size.
-            write_with(self.run.model, lambda tmp: model.save(tmp, include_optimizer=False))
+            # Keras 3 saves the optimizer state with it; the end of the run writes it again without.
+            write_with(self.run.model, model.save)
         self.state.epochs_done = epoch
         self.state.train_seconds = self.seconds_before + time.perf_counter() - self.started
         write_text(self.run.history, history_csv(self.history))

@@ -45,7 +45,7 @@ from melanoma_cli.runtime.run_folder import (
     prepare_run_folder,
     runtime_versions,
 )
-from melanoma_cli.utils.atomic import write_text
+from melanoma_cli.utils.atomic import write_text, write_with
 from melanoma_cli.utils.errors import MelanomaError
 from melanoma_cli.utils.tensorflow import import_keras, seed_everything
 
@@ -117,6 +117,7 @@ def _finish(run: _Run, val_dataset: Any, interrupted: bool) -> TrainResult:
     """Validate the best model and write model.json, metrics.json and the curves."""
     config, data, state, folder = run.config, run.data, run.state, run.folder
     best = import_keras().models.load_model(folder.model, compile=False)
+    write_with(folder.model, best.save)  # without optimizer state: a third of the size
     probabilities = best.predict(val_dataset, verbose=0)
     validation = summary(data.val_labels, probabilities, data.classes)
     threshold = _melanoma_threshold(run, probabilities)
