@@ -123,7 +123,7 @@ def run_child(args: list[str], cwd: Path | None = None) -> Child:
     Peak RSS comes from wait4 on this child alone (getrusage(RUSAGE_CHILDREN) would report the
     largest child so far, hiding a small process measured after a big one).
     """
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         process = subprocess.Popen(args, stdout=out, stderr=err, cwd=cwd, env=env, text=True)

@@ -9,8 +9,10 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
-# Before anything imports TensorFlow: no INFO/WARNING lines from its C++ core (or oneDNN's notice).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Before anything imports TensorFlow: no lines from its C++ core. Level 3 also hides ERROR lines,
+# such as the GPU build's "failed call to cuInit" on every machine without a GPU; set
+# TF_CPP_MIN_LOG_LEVEL=0 to see them when a GPU is not found (`melanoma env` lists the devices).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
