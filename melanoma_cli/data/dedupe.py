@@ -112,12 +112,13 @@ class HoldoutIndex:
         return cls({i.sha256 for i in images}, {i for i in map(isic_id, images) if i},
                    Fingerprints.of(images))
 
-    def matches(self, images: Sequence[ImageFile], max_distance: int | None) -> set[int]:
-        """Indices of `images` that are copies of a held-out image."""
+    def matches(self, images: Sequence[ImageFile], fingerprints: Fingerprints,
+                max_distance: int | None) -> set[int]:
+        """Indices of `images` (whose `fingerprints` are given) that are copies of a held-out image."""
         hit = {n for n, image in enumerate(images)
                if image.sha256 in self.sha256 or isic_id(image) in self.ids}
         if max_distance is not None and self.fingerprints is not None:
-            pairs = Fingerprints.of(images).same_pictures(self.fingerprints, max_distance)
+            pairs = fingerprints.same_pictures(self.fingerprints, max_distance)
             hit.update(n for n, _ in pairs)
         return hit
 
@@ -137,13 +138,13 @@ class Cleaned:
         return {key: sum(c[key] for c in self.counts.values()) for key in COUNT_KEYS}
 
 
-def _clusters(images: Sequence[ImageFile], max_distance: int | None) -> _UnionFind:
+def _clusters(images: Sequence[ImageFile], fingerprints: Fingerprints,
+              max_distance: int | None) -> _UnionFind:
     """Copies of one picture joined: same bytes, same ISIC id, near-identical perceptual hash."""
     found = _UnionFind(len(images))
     found.link_equal([i.sha256 for i in images])
     found.link_equal([isic_id(i) for i in images])
     if max_distance is not None:
-        fingerprints = Fingerprints.of(images)
         for i, j in fingerprints.same_pictures(fingerprints, max_distance):
             found.union(i, j)
     return found
@@ -168,8 +169,9 @@ def clean_images(
     counts = {name: dict.fromkeys(COUNT_KEYS, 0) for name in sources}
     for image in images:
         counts[image.source]["images"] += 1
-    clusters = _clusters(images, max_distance)
-    held = holdout.matches(images, max_distance) if holdout else set()
+    fingerprints = Fingerprints.of(images)
+    clusters = _clusters(images, fingerprints, max_distance)
+    held = holdout.matches(images, fingerprints, max_distance) if holdout else set()
     lesions = _UnionFind(len(images))
     lesions.parent = list(clusters.parent)  # a unit holds whole clusters, plus whole lesions
     lesions.link_equal([(i.source, i.group) if i.group else None for i in images])

@@ -192,10 +192,9 @@ def _is_resumable(out: Path) -> bool:
     return True
 
 
-def _source_record(config: Config, sources: Sequence[SourceConfig]) -> list[dict[str, Any]]:
-    """Every source with an absolute path, as model.json records it (enough to resume)."""
-    return [{**dataclasses.asdict(spec), "path": str(Path(spec.path).absolute()),
-             "name": source_name(spec)} for spec in [*config.data.sources, *sources]]
+def _source_record(spec: SourceConfig) -> dict[str, Any]:
+    """A source as model.json records it: absolute path and name (enough to resume)."""
+    return {**dataclasses.asdict(spec), "path": str(Path(spec.path).absolute()), "name": source_name(spec)}
 
 
 def _as_worker(out: Path, start: Callable[[Path], TrainResult], copy_of: Path | None = None) -> TrainResult:
@@ -239,7 +238,7 @@ def _train(config: Config, sources: Sequence[SourceConfig], out: Path, overwrite
     """`train` on one run folder."""
     folder = RunFolder(Path(out))
     holdouts = [Path(p).absolute() for p in [*config.data.holdout_dirs, *holdout_dirs]]
-    recorded = _source_record(config, sources)
+    recorded = [_source_record(spec) for spec in [*config.data.sources, *sources]]
     _refuse_output_inside(out, [Path(s["path"]) for s in recorded] + holdouts)
     hint = (f"use --resume '{out}' to continue it or --overwrite to replace it"
             if not overwrite and out.is_dir() and _is_resumable(out) else "use --overwrite to replace it")
@@ -297,8 +296,9 @@ def _check_same_data(folder: RunFolder, info: ModelInfo, data: PreparedData) -> 
                             f"recorded in {folder.split.name} ({differ} file(s) differ)")
 
 
-def _recorded_inputs(folder: RunFolder, info: ModelInfo, moved: Sequence[SourceConfig]) -> dict[str, Any]:
-    """The sources (`moved` ones if given) and holdout folders recorded in model.json."""
+def _recorded_inputs(folder: RunFolder, info: ModelInfo,
+                     moved: Sequence[SourceConfig]) -> tuple[dict[str, Any], list[SourceConfig]]:
+    """The record of the sources (`moved` ones if given) and holdout folders, and the sources."""
     training = info.training if isinstance(info.training, dict) else {}
     sources = training.get("sources")
     if sources is None and isinstance(training.get("data_dir"), str):  # a run of version 0.1
@@ -310,13 +310,14 @@ def _recorded_inputs(folder: RunFolder, info: ModelInfo, moved: Sequence[SourceC
         raise MelanomaError(f"model info '{folder.info}': 'training.holdout_dirs' must be "
                             "a list of folders")
     if moved:
-        sources = [{**dataclasses.asdict(spec), "path": str(Path(spec.path).absolute())} for spec in moved]
+        sources = [_source_record(spec) for spec in moved]
     try:
         specs = [SourceConfig(**source) for source in sources]
     except TypeError as exc:
         raise MelanomaError(f"model info '{folder.info}': 'training.sources' is damaged") from exc
-    return {"data_dir": specs[0].path, "sources": [dataclasses.asdict(s) for s in specs],
-            "holdout_dirs": holdouts}
+    record = {"data_dir": specs[0].path, "sources": [dataclasses.asdict(s) for s in specs],
+              "holdout_dirs": holdouts}
+    return record, specs
 
 
 def resume(run_dir: Path, sources: Sequence[SourceConfig] = (),
@@ -341,9 +342,8 @@ def _resume(folder: RunFolder, sources: Sequence[SourceConfig], report: Progress
             distribution: Distribution) -> TrainResult:
     """`resume` on one run folder."""
     config, info, state = _load_run(folder)
-    record = _recorded_inputs(folder, info, sources)
+    record, specs = _recorded_inputs(folder, info, sources)
     record["distribute"] = distribution.record(config.data.batch_size)
-    specs = [SourceConfig(**source) for source in record["sources"]]
     report("status", {"message": f"resuming '{folder.path}' after epoch {state.epochs_done}: "
                                  "scanning and decoding " + ", ".join(s.path for s in specs)})
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, sources=[]))
