@@ -176,6 +176,24 @@ def test_browser_upload_shows_the_flag(server, uploads, trained_run):
     assert _leftovers(server) == []
 
 
+def test_upload_over_the_size_cap_is_refused_and_kept_nowhere(server, tmp_path):
+    import httpx
+
+    from melanoma_cli.web.app import MAX_FILE_SIZE
+
+    cap = int(MAX_FILE_SIZE.removesuffix("mb")) * 1024 * 1024  # Gradio reads "mb" as MiB
+    big = tmp_path / "huge.jpg"
+    with big.open("wb") as out:
+        out.truncate(cap + 1)
+    with big.open("rb") as body:
+        answer = httpx.post(f"{server.url}gradio_api/upload", files={"files": ("huge.jpg", body)},
+                            timeout=120)
+    assert answer.status_code == 413, answer.text
+    assert "maximum allowed size" in answer.text
+    assert server.process.poll() is None
+    assert _leftovers(server) == []
+
+
 def test_sigterm_stops_the_server_and_removes_its_upload_folder(server):
     assert len(server.private_folders()) == 1
     server.process.send_signal(signal.SIGTERM)
