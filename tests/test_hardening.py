@@ -381,15 +381,22 @@ def test_test_folder_with_classes_the_model_does_not_know(trained_run, tmp_path)
 
 # --- interruption and resume -------------------------------------------------------------
 
-def test_interrupts_are_held_while_epoch_files_are_written():
+def test_first_interrupt_asks_a_second_forces_but_never_while_epoch_files_are_written():
     from melanoma_cli.engine.fit import Interrupts
 
     interrupts, steps = Interrupts(), []
-    with interrupts.installed(), pytest.raises(KeyboardInterrupt), interrupts.held():
+    with interrupts.installed():
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.05)  # the handler has run by now, and raised nothing
-        steps.append("files written")
-    assert steps == ["files written"]  # the interrupt was raised only after the held block
+        assert interrupts.requested
+        with pytest.raises(KeyboardInterrupt), interrupts.held():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            steps.append("files written")
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+    assert steps == ["files written"]  # the forced stop was raised only after the held block
 
 
 def test_ctrl_c_keeps_a_valid_run_that_resume_completes(tmp_path, clean_data):

@@ -1,10 +1,13 @@
 """The fit loop: staged training from any completed epoch, validation, and interrupts.
 
-SIGINT and SIGTERM stop training between epochs' files, never in the middle of writing them
-(see `RunRecord.save_epoch`). Resuming goes on with the stage the run was in: within a stage
-the restored optimizer state carries over; at a stage boundary the optimizer restarts, as in
-an uninterrupted run. Shuffling, augmentation and early-stopping patience restart too, so a
-resumed run is close to, not bit-identical with, an uninterrupted one.
+SIGINT and SIGTERM stop training after the current batch: the handler only sets a flag, so no
+exception is thrown through TensorFlow's native code. A second signal stops at once, but never
+in the middle of writing an epoch's files (see `RunRecord.save_epoch`).
+
+Resuming goes on with the stage the run was in: within a stage the restored optimizer state
+carries over; at a stage boundary the optimizer restarts, as in an uninterrupted run.
+Shuffling, augmentation and early-stopping patience restart too, so a resumed run is close to,
+not bit-identical with, an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -36,14 +39,18 @@ ProgressHook = Callable[[str, dict[str, Any]], None]
 
 
 class Interrupts:
-    """SIGINT and SIGTERM raise KeyboardInterrupt, except while an epoch's files are written."""
+    """SIGINT and SIGTERM request a stop at the next batch; a second one raises KeyboardInterrupt,
+    except while an epoch's files are written (then it is raised when they are)."""
 
     def __init__(self) -> None:
+        self.requested = False
         self.holding = False
         self.pending = False
 
     def _handle(self, signum: int, frame: object) -> None:
-        if self.holding:
+        if not self.requested:
+            self.requested = True
+        elif self.holding:
             self.pending = True
         else:
             raise KeyboardInterrupt
@@ -63,7 +70,7 @@ class Interrupts:
 
     @contextmanager
     def held(self) -> Iterator[None]:
-        """Hold interrupts back for the duration; one that arrived is raised at the end."""
+        """Hold a forced stop back for the duration; one that arrived is raised at the end."""
         self.holding = True
         try:
             yield
@@ -109,8 +116,15 @@ def _callbacks(config: Config, data: TrainingData, record: RunRecord, interrupts
     keras = import_keras()
     labels = data.val_labels
 
+    class StopWhenAsked(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if interrupts.requested:
+                self.model.stop_training = True
+
     class ValidationMetrics(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
+            if interrupts.requested:  # the epoch was cut short: it is neither scored nor saved
+                return
             probabilities = self.model.predict(data.validation, verbose=0)
             predicted = probabilities.argmax(axis=1)
             logs["val_loss"] = validation_loss(config, labels, probabilities, data.class_weight)
@@ -121,6 +135,8 @@ def _callbacks(config: Config, data: TrainingData, record: RunRecord, interrupts
 
     class Recorder(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
+            if interrupts.requested:
+                return
             with interrupts.held():
                 record.save_epoch(self.model, epoch + 1, {k: float(v) for k, v in logs.items()})
 
@@ -129,9 +145,11 @@ def _callbacks(config: Config, data: TrainingData, record: RunRecord, interrupts
             report("batch", {"batch": batch + 1})
 
         def on_epoch_end(self, epoch, logs=None):
+            if interrupts.requested:
+                return
             report("epoch", {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}})
 
-    return [ValidationMetrics(), Recorder(), Reporter()]
+    return [StopWhenAsked(), ValidationMetrics(), Recorder(), Reporter()]
 
 
 def fit(config: Config, data: TrainingData, record: RunRecord, report: ProgressHook,
@@ -144,7 +162,7 @@ def fit(config: Config, data: TrainingData, record: RunRecord, report: ProgressH
     report("start", {"epochs": total_epochs(config), "steps": data.steps_per_epoch, "done": done,
                      "train": data.train_images, "validation": len(data.val_labels)})
     interrupts = Interrupts()
-    validation, recorder, reporter = _callbacks(config, data, record, interrupts, report)
+    stopper, validation, recorder, reporter = _callbacks(config, data, record, interrupts, report)
     try:
         with interrupts.installed(), distribution.strategy.scope():
             model = distribution.adopt(restore(record.run.last)) if done else None
@@ -152,9 +170,11 @@ def fit(config: Config, data: TrainingData, record: RunRecord, report: ProgressH
                 if first == stage_start:  # mid-stage, the restored model keeps its optimizer
                     model = distribution.adopt(build_and_compile(
                         config, data.num_classes, stage, data.steps_per_epoch, model))
-                callbacks = [validation, *stage_callbacks(config), recorder, reporter]
+                callbacks = [stopper, validation, *stage_callbacks(config), recorder, reporter]
                 model.fit(data.train, epochs=end, initial_epoch=first, class_weight=data.class_weight,
                           callbacks=callbacks, shuffle=False, verbose=0)
+                if interrupts.requested:
+                    return True
     except KeyboardInterrupt:
         return True
     return False
