@@ -121,10 +121,19 @@ def _callbacks(config: Config, data: TrainingData, record: RunRecord, interrupts
             if interrupts.requested:
                 self.model.stop_training = True
 
-    class ValidationMetrics(keras.callbacks.Callback):
+    class WholeEpochCallback(keras.callbacks.Callback):
+        """Acts at an epoch's end only when the epoch ran to the end: one cut short by an
+        interrupt is neither scored, saved nor reported."""
+
         def on_epoch_end(self, epoch, logs=None):
-            if interrupts.requested:  # the epoch was cut short: it is neither scored nor saved
-                return
+            if not interrupts.requested:
+                self.on_whole_epoch_end(epoch, logs)
+
+        def on_whole_epoch_end(self, epoch: int, logs: dict) -> None:
+            raise NotImplementedError
+
+    class ValidationMetrics(WholeEpochCallback):
+        def on_whole_epoch_end(self, epoch, logs):
             probabilities = self.model.predict(data.validation, verbose=0)
             predicted = probabilities.argmax(axis=1)
             logs["val_loss"] = validation_loss(config, labels, probabilities, data.class_weight)
@@ -133,20 +142,16 @@ def _callbacks(config: Config, data: TrainingData, record: RunRecord, interrupts
                 warnings.simplefilter("ignore", UserWarning)
                 logs["val_balanced_accuracy"] = float(balanced_accuracy_score(labels, predicted))
 
-    class Recorder(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if interrupts.requested:
-                return
+    class Recorder(WholeEpochCallback):
+        def on_whole_epoch_end(self, epoch, logs):
             with interrupts.held():
                 record.save_epoch(self.model, epoch + 1, {k: float(v) for k, v in logs.items()})
 
-    class Reporter(keras.callbacks.Callback):
+    class Reporter(WholeEpochCallback):
         def on_train_batch_end(self, batch, logs=None):
             report("batch", {"batch": batch + 1})
 
-        def on_epoch_end(self, epoch, logs=None):
-            if interrupts.requested:
-                return
+        def on_whole_epoch_end(self, epoch, logs):
             report("epoch", {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}})
 
     return [StopWhenAsked(), ValidationMetrics(), Recorder(), Reporter()]
