@@ -112,6 +112,9 @@ class ModelConfig:
     pooling: Literal["max", "average"] = "max"
     dense_units: int = 128
     dropout: float = 0.5
+    # average with a logistic-regression head on the backbone's frozen pretrained features
+    linear_probe: bool = False
+    linear_probe_c: float = 0.01  # inverse L2 strength of that head (scikit-learn's C)
 
 
 @dataclass
@@ -250,6 +253,9 @@ def _check_ranges(config: Config) -> None:
         (0 <= config.model.dropout < 1, "model.dropout", "must be in [0, 1)"),
         (0 <= config.model.block_dropout < 1, "model.block_dropout", "must be in [0, 1)"),
         (config.model.dense_units >= 0, "model.dense_units", "must be >= 0 (0: no dense layer)"),
+        (not config.model.linear_probe or config.model.backbone != "none", "model.linear_probe",
+         "needs a pretrained backbone (model.backbone is 'none')"),
+        (config.model.linear_probe_c > 0, "model.linear_probe_c", "must be positive"),
         (config.train.epochs >= 1, "train.epochs", "must be at least 1"),
         (config.train.learning_rate > 0, "train.learning_rate", "must be positive"),
         (config.train.weight_decay >= 0, "train.weight_decay", "must be >= 0"),

@@ -125,10 +125,11 @@ def test_every_backbone_is_explained_at_its_last_convolution(backbone):
     nested = network.get_layer("backbone")
     assert name in {layer.name for layer in nested._flatten_layers()}  # found inside the backbone
     images = np.random.default_rng(1).integers(0, 256, (4, 96, 96, 3), dtype=np.uint8)
-    features, logits = split(images.astype(np.float32), training=False)
+    features, logits, probabilities = split(images.astype(np.float32), training=False)
     assert features.shape[1:3] == (3, 3)
-    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(probabilities, network.predict(images, verbose=0), atol=1e-5)
+    from_logits = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(from_logits, network.predict(images, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(probabilities, from_logits, atol=1e-6)
     classifier = KerasClassifier(network=network, classes=["melanoma", "nevus", "other"], image_size=96,
                                  melanoma_class="melanoma", melanoma_threshold=None, source=Path("m"))
     explanations = explain_images(Explainer(classifier, name, split), images, [Path(c) for c in "abcd"])

@@ -48,7 +48,8 @@ class Explanation:
 
 @dataclass
 class Explainer:
-    """A Keras model split at `layer`: inputs -> (that layer's feature maps, class logits)."""
+    """A Keras model split at `layer`: inputs -> (that layer's feature maps, class logits, class
+    probabilities)."""
 
     keras: KerasClassifier
     layer: str
@@ -124,13 +125,25 @@ def _split(model: Any, chain: tuple, layer: Any, keras: Any, outermost: bool) ->
 
 def gradcam_model(network: Any, layer: str | None = None) -> tuple[str, Any]:
     """The name of the layer explained (`layer`, else the last convolution), and `network` split
-    there: inputs -> (its feature maps, class logits). `network` must end in a softmax Dense."""
+    there: inputs -> (its feature maps, class logits, class probabilities). `network` must end in
+    a softmax Dense, or be an ensemble whose fine-tuned member does: then the maps and logits are
+    that member's (the linear probe has no trained feature maps) and the probabilities the
+    ensemble's."""
+    from melanoma_cli.models.ensemble import PROBE, fine_tuned_member
+
     keras = import_keras()
-    last = network.layers[-1]
+    member = fine_tuned_member(network)
+    last = member.layers[-1]
     if not isinstance(last, keras.layers.Dense) or last.get_config()["activation"] != "softmax":
         raise MelanomaError("the model does not end in a softmax layer: Grad-CAM needs its class scores")
-    chain, target = find_layer(network, layer)
-    return target.name, _split(network, chain, target, keras, outermost=True)
+    chain, target = find_layer(member, layer)
+    inputs = keras.Input(network.inputs[0].shape[1:], name="image")
+    features, logits = _split(member, chain, target, keras, outermost=True)(inputs)
+    probabilities = keras.layers.Softmax(name="member_probabilities")(logits)
+    if member is not network:
+        probabilities = keras.layers.Average(name="mean_probabilities")(
+            [probabilities, network.get_layer(PROBE)(inputs)])
+    return target.name, keras.Model(inputs, [features, logits, probabilities])
 
 
 def load_explainer(model: Path | None, layer: str | None = None, tta: bool = False) -> Explainer:
@@ -176,8 +189,9 @@ def explain_images(explainer: Explainer, images: np.ndarray, paths: Sequence[Pat
     count = len(images)
     batch = all_views(images) if explainer.tta else images
     with tf.GradientTape(persistent=True) as tape:
-        features, logits = explainer.model(tf.convert_to_tensor(batch, tf.float32), training=False)
-    probabilities = tf.nn.softmax(logits).numpy()
+        features, logits, probabilities = explainer.model(tf.convert_to_tensor(batch, tf.float32),
+                                                          training=False)
+    probabilities = probabilities.numpy()
     if explainer.tta:
         probabilities = average_views(probabilities)
     predictions = to_predictions(classifier, paths, probabilities, top_k, threshold)

@@ -26,7 +26,8 @@ from melanoma_cli.data.preparation import PreparedData, prepare_data
 from melanoma_cli.data.sources import source_name
 from melanoma_cli.engine import data_report
 from melanoma_cli.engine.distribute import Distribution, choose
-from melanoma_cli.engine.fit import ProgressHook, TrainingData, fit
+from melanoma_cli.engine.fit import Interrupts, ProgressHook, TrainingData, fit
+from melanoma_cli.engine.linear_probe import LinearProbe, fit_probe, frozen_features
 from melanoma_cli.engine.metrics import summary, threshold_for_sensitivity
 from melanoma_cli.engine.run_record import (
     RunRecord,
@@ -113,12 +114,47 @@ def _melanoma_threshold(run: _Run, probabilities: np.ndarray) -> float | None:
     return threshold
 
 
+def _fit_linear_probe(run: _Run) -> None:
+    """Fit the linear probe on the training split's frozen features; keep it in the run folder."""
+    config, data = run.config, run.data
+    total = len(data.train_labels)
+    run.report("status", {"message": f"linear probe: frozen features of {total} training images"})
+    interrupts = Interrupts()
+    with interrupts.installed():
+        features = frozen_features(config, data.train_images, lambda: interrupts.requested)
+    if features is None:
+        raise MelanomaError(f"interrupted while fitting the linear probe, before the first epoch; "
+                            f"start again with: melanoma train --resume '{run.folder.path}'")
+    probe = fit_probe(features, data.train_labels, len(data.classes), config.model.linear_probe_c,
+                      config.train.class_weights)
+    probe.save(run.folder.linear_probe)
+
+
+def _best_model(run: _Run, val_dataset: Any) -> tuple[Any, np.ndarray, dict]:
+    """The model to ship, its validation probabilities, and each ensemble member's validation.
+
+    With `model.linear_probe` it is the best fine-tuned network averaged with the probe."""
+    from melanoma_cli.models.ensemble import build_ensemble, build_probe, fine_tuned_member
+
+    config, folder = run.config, run.folder
+    fine_tuned = fine_tuned_member(import_keras().models.load_model(folder.model, compile=False))
+    probabilities = fine_tuned.predict(val_dataset, verbose=0)
+    if not config.model.linear_probe:
+        return fine_tuned, probabilities, {}
+    weights = LinearProbe.load(folder.linear_probe)
+    probe = build_probe(config.model, config.data.image_size, weights.kernel, weights.bias)
+    probe_probabilities = probe.predict(val_dataset, verbose=0)
+    members = {"fine_tuned": summary(run.data.val_labels, probabilities, run.data.classes),
+               "linear_probe": summary(run.data.val_labels, probe_probabilities, run.data.classes)}
+    ensemble = build_ensemble(fine_tuned, probe)
+    return ensemble, (probabilities + probe_probabilities) / 2, members
+
+
 def _finish(run: _Run, val_dataset: Any, interrupted: bool) -> TrainResult:
     """Validate the best model and write model.json, metrics.json and the curves."""
     config, data, state, folder = run.config, run.data, run.state, run.folder
-    best = import_keras().models.load_model(folder.model, compile=False)
+    best, probabilities, members = _best_model(run, val_dataset)
     write_with(folder.model, best.save)  # without optimizer state: a third of the size
-    probabilities = best.predict(val_dataset, verbose=0)
     validation = summary(data.val_labels, probabilities, data.classes)
     threshold = _melanoma_threshold(run, probabilities)
     epochs_run = len(read_history(folder))
@@ -128,6 +164,7 @@ def _finish(run: _Run, val_dataset: Any, interrupted: bool) -> TrainResult:
         "data": {**data.split.summary(), "generated": data.generated, "skipped": len(data.skipped),
                  "class_counts": run.record["class_counts"]},
         "validation": validation,
+        **({"members": members} if members else {}),
         "melanoma_threshold": threshold,
     }
     seconds = max(state.train_seconds, 1e-9)
@@ -166,6 +203,8 @@ def _train_run(run: _Run) -> TrainResult:
         steps_per_epoch=int(np.ceil(len(data.train_labels) / batch)),
         class_weight=class_weights(config, data.train_labels, num_classes),
     )
+    if config.model.linear_probe and not run.folder.linear_probe.is_file():
+        _fit_linear_probe(run)
     record = RunRecord.open(run.folder, config.train.monitor, run.state)
     interrupted = fit(config, training_data, record, run.report, run.distribution)
     if run.state.best_epoch is None:

@@ -70,6 +70,12 @@ class RunFolder:
         return self.path / METRICS_FILE
 
     @property
+    def linear_probe(self) -> Path:
+        """The logistic-regression head on frozen features (`model.linear_probe`), fitted before
+        the first epoch."""
+        return self.path / "linear_probe.npz"
+
+    @property
     def curves(self) -> Path:
         """Loss and accuracy per epoch."""
         return self.path / "curves.png"
