@@ -18,6 +18,7 @@ from melanoma_cli.config import load_config
 from melanoma_cli.engine.linear_probe import LinearProbe, fit_probe, frozen_features
 from melanoma_cli.models.build import build_model
 from melanoma_cli.models.ensemble import build_ensemble, build_probe, fine_tuned_member
+from melanoma_cli.utils.errors import MelanomaError
 from melanoma_cli.utils.tensorflow import import_keras
 
 runner = CliRunner()
@@ -53,6 +54,9 @@ def test_a_class_without_training_images_gets_no_probability(tmp_path):
     again = LinearProbe.load(tmp_path / "probe.npz")
     np.testing.assert_array_equal(again.kernel, probe.kernel)
     np.testing.assert_array_equal(again.bias, probe.bias)
+    (tmp_path / "probe.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(MelanomaError, match=r"linear probe '.*probe.npz' cannot be read"):
+        LinearProbe.load(tmp_path / "probe.npz")
 
 
 def test_keras_probe_and_ensemble_compute_what_the_parts_do():

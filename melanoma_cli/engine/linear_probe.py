@@ -8,6 +8,7 @@ weights, so the probe is one softmax layer on the raw features (models/ensemble.
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 
 from melanoma_cli.config import Config
 from melanoma_cli.utils.atomic import write_with
+from melanoma_cli.utils.errors import MelanomaError, first_line
 
 # the logit given to a class with no training image: its probability is ~e^-30 of the others'
 ABSENT_CLASS_LOGIT = -30.0
@@ -34,8 +36,13 @@ class LinearProbe:
 
     @classmethod
     def load(cls, path: Path) -> LinearProbe:
-        with np.load(path) as arrays:
-            return cls(arrays["kernel"], arrays["bias"])
+        """The probe saved at `path`; a one-line error if it is missing or damaged."""
+        try:
+            with np.load(path) as arrays:
+                return cls(arrays["kernel"], arrays["bias"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise MelanomaError(f"linear probe '{path}' cannot be read ({first_line(exc)}); delete it "
+                                "and resume the run to fit it again") from exc
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """Softmax of the probe's logits, as the Keras layer computes them."""
