@@ -96,17 +96,20 @@ def test_linear_probe_needs_a_backbone(tmp_path):
 def test_trained_ensemble_predicts_explains_and_exports(tmp_path):
     data = make_dataset(tmp_path / "data", per_class=6, size=32)
     run = tmp_path / "run"
-    args = ["train", "--data", str(data), "--out", str(run), "--json"]
+    args = ["train", "--data", str(data), "--out", str(run)]
     for override in [*LITE0, "data.image_size=32", "data.batch_size=8", "train.epochs=1",
                      "model.linear_probe=true", "train.class_weights=true"]:
         args += ["--set", override]
-    result = runner.invoke(app, args)
+    result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert set(summary["members"]) == {"fine_tuned", "linear_probe"}
     assert (run / "linear_probe.npz").is_file()
     network = import_keras().models.load_model(run / "model.keras", compile=False)
     assert network.name == "ensemble"
+    shown = runner.invoke(app, [*args, "--overwrite"])  # the table shows both members beside the ensemble
+    assert shown.exit_code == 0, shown.output
+    assert all(heading in shown.stdout for heading in ("ensemble", "fine-tuned", "linear-probe"))
 
     images = sorted(Path(data).rglob("*.jpg"))[:4]
     predicted = runner.invoke(app, ["predict", *map(str, images), "--model", str(run), "--json"])

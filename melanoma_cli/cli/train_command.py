@@ -58,16 +58,28 @@ def _class_table(counts: dict[str, dict[str, int]]) -> Table:
 
 
 def _result_table(result) -> Table:
+    """Per-class validation accuracy of the model, and of each member of an ensemble."""
     table = Table(title=f"Validation of best epoch ({result.best_epoch}) - {result.run_dir}")
     table.add_column("class")
     table.add_column("n", justify="right")
-    table.add_column("accuracy", justify="right")
+    reports = {"accuracy": result.validation}
+    members = result.summary.get("members", {})
+    if members:
+        reports = {"ensemble": result.validation, **{name.replace("_", "-"): report
+                                                      for name, report in members.items()}}
+    for heading in reports:
+        table.add_column(heading, justify="right")
+
+    def cell(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
     for name, row in result.validation["per_class"].items():
-        accuracy = "-" if row["accuracy"] is None else f"{row['accuracy']:.3f}"
-        table.add_row(name, str(row["n"]), accuracy)
+        table.add_row(name, str(row["n"]), *(cell(report["per_class"][name]["accuracy"])
+                                              for report in reports.values()))
     table.add_section()
-    table.add_row("overall", str(result.validation["n"]), f"{result.validation['accuracy']:.3f}")
-    table.add_row("balanced", "", f"{result.validation['balanced_accuracy']:.3f}")
+    table.add_row("overall", str(result.validation["n"]),
+                  *(cell(report["accuracy"]) for report in reports.values()))
+    table.add_row("balanced", "", *(cell(report["balanced_accuracy"]) for report in reports.values()))
     return table
 
 
