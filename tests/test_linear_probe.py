@@ -104,6 +104,7 @@ def test_trained_ensemble_predicts_explains_and_exports(tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert set(summary["members"]) == {"fine_tuned", "linear_probe"}
+    assert summary["training"]["linear_probe_seconds"] > 0
     assert (run / "linear_probe.npz").is_file()
     network = import_keras().models.load_model(run / "model.keras", compile=False)
     assert network.name == "ensemble"

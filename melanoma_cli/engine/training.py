@@ -12,6 +12,7 @@ import dataclasses
 import os
 import shutil
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -120,6 +121,7 @@ def _fit_linear_probe(run: _Run) -> None:
     total = len(data.train_labels)
     run.report("status", {"message": f"linear probe: frozen features of {total} training images"})
     interrupts = Interrupts()
+    started = time.monotonic()
     with interrupts.installed():
         features = frozen_features(config, data.train_images, lambda: interrupts.requested)
     if features is None:
@@ -128,6 +130,7 @@ def _fit_linear_probe(run: _Run) -> None:
     probe = fit_probe(features, data.train_labels, len(data.classes), config.model.linear_probe_c,
                       config.train.class_weights)
     probe.save(run.folder.linear_probe)
+    run.record["linear_probe_seconds"] = round(time.monotonic() - started, 1)
 
 
 def _best_model(run: _Run, val_dataset: Any) -> tuple[Any, np.ndarray, dict]:
