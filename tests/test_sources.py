@@ -138,7 +138,23 @@ def test_a_trusted_source_settles_label_conflicts(tmp_path):
     split = split_dataset(scan(*sources), 0.25, seed=1, trust_sources=["elsewhere", "trusted", "folders"])
     settled = [f for f in split.train + split.validation if f.path.name == "ISIC_0000042.jpg"]
     assert [f.label for f in settled] == ["vascular lesion"]
+    assert settled[0].path.parent.parent.name == "trusted"  # its copy is the one kept, too
     assert split.conflicts_resolved == 1 and split.dropped["label_conflicts"] == 0
+
+
+def test_a_trusted_source_copy_is_kept_even_when_another_is_larger(tmp_path):
+    folders = make_dataset(tmp_path / "folders", per_class=5)
+    csv_root = tmp_path / "original"
+    (csv_root / "images").mkdir(parents=True)
+    larger, original = folders / "melanoma" / "ISIC_0000007.jpg", csv_root / "images" / "ISIC_0000007.jpg"
+    (folders / "melanoma" / "mel_000.jpg").rename(larger)
+    _resized_copy(larger, original, 20)  # the same ISIC id: the same picture
+    (csv_root / "labels.csv").write_text("file,label\nISIC_0000007.jpg,melanoma\n")
+    sources = SourceConfig(str(folders)), SourceConfig(str(csv_root))
+    for trust, kept in ([], larger), (["original"], original):
+        split = split_dataset(scan(*sources), 0.25, seed=1, near_duplicate_distance=4, trust_sources=trust)
+        paths = {f.path for f in split.train + split.validation}
+        assert kept in paths and len(paths) == 15
 
 
 def test_images_of_one_lesion_never_straddle_the_split(tmp_path):

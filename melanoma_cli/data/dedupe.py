@@ -5,9 +5,10 @@ their file names, or perceptual hashes within a small Hamming distance AND 16x16
 that differ by at most a few grey levels (the same picture at another size or compression;
 on dermoscopy a hash alone also matches different lesions that merely look alike).
 
-Copies of one picture form a cluster: one copy is kept (the largest, then the first source
-listed), and a cluster whose copies disagree on the label is a conflict, dropped unless a
-trusted source settles it (the first of `trust_sources` that has a copy). Pictures that share
+Copies of one picture form a cluster: one copy is kept (a trusted source's, since a trusted
+source is the original that others copied, resized or re-encoded; else the largest, then the
+first source listed), and a cluster whose copies disagree on the label is a conflict, dropped
+unless a trusted source settles it (the first of `trust_sources` that has a copy). Pictures that share
 a lesion (the source's `group`) or a cluster form a unit, which a split never cuts.
 """
 
@@ -150,9 +151,12 @@ def _clusters(images: Sequence[ImageFile], fingerprints: Fingerprints,
     return found
 
 
-def _keep_order(source_order: dict[str, int]):
-    """Sort key: the copy to keep comes first (largest, then first source, then path)."""
-    return lambda i: (-i.width * i.height, source_order.get(i.source, 0), str(i.path))
+def _keep_order(source_order: dict[str, int], trust_sources: Sequence[str]):
+    """Sort key: the copy to keep comes first (a trusted source's, in the order trusted; then
+    the largest, the first source, the path)."""
+    trust = {name: n for n, name in enumerate(trust_sources)}
+    return lambda i: (trust.get(i.source, len(trust)), -i.width * i.height,
+                      source_order.get(i.source, 0), str(i.path))
 
 
 def clean_images(
@@ -165,7 +169,7 @@ def clean_images(
 ) -> Cleaned:
     """One copy per picture, conflicts dropped or settled, held-out pictures removed."""
     sources = list(dict.fromkeys(i.source for i in images))
-    order = _keep_order({name: n for n, name in enumerate(sources)})
+    order = _keep_order({name: n for n, name in enumerate(sources)}, trust_sources)
     counts = {name: dict.fromkeys(COUNT_KEYS, 0) for name in sources}
     for image in images:
         counts[image.source]["images"] += 1
