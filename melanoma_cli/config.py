@@ -47,7 +47,7 @@ class DataConfig:
     validation_split: float = 0.2
     validation_source: str | None = None  # a source that validates instead of a random split
     drop_conflicts: bool = True
-    trust_sources: list[str] = field(default_factory=list)  # settle label conflicts, first listed wins
+    trust_sources: list[str] = field(default_factory=list)  # their copy and label win, first listed first
     near_duplicate_distance: int | None = 4  # perceptual-hash bits (null: exact copies only)
     holdout_dirs: list[str] = field(default_factory=list)
     batch_size: int = 32
