@@ -115,6 +115,8 @@ class ModelConfig:
     # average with a logistic-regression head on the backbone's frozen pretrained features
     linear_probe: bool = False
     linear_probe_c: float = 0.01  # inverse L2 strength of that head (scikit-learn's C)
+    # what it reads: the backbone's pooled output ("top"), or every stage's pooled output ("stages")
+    linear_probe_features: Literal["top", "stages"] = "top"
 
 
 @dataclass
@@ -256,6 +258,8 @@ def _check_ranges(config: Config) -> None:
         (not config.model.linear_probe or config.model.backbone != "none", "model.linear_probe",
          "needs a pretrained backbone (model.backbone is 'none')"),
         (config.model.linear_probe_c > 0, "model.linear_probe_c", "must be positive"),
+        (config.model.linear_probe_features == "top" or config.model.backbone == "efficientnet_lite0",
+         "model.linear_probe_features", "'stages' needs model.backbone: efficientnet_lite0"),
         (config.train.epochs >= 1, "train.epochs", "must be at least 1"),
         (config.train.learning_rate > 0, "train.learning_rate", "must be positive"),
         (config.train.weight_decay >= 0, "train.weight_decay", "must be >= 0"),

@@ -20,8 +20,18 @@ PROBE = "linear_probe"
 ENSEMBLE = "ensemble"
 
 
+def _stages_backbone(backbone: Any) -> Any:
+    """EfficientNet-Lite0 returning the feature map of each of its stages and of its head."""
+    from melanoma_cli.models.backbones.efficientnet_lite0 import stage_output_layers
+
+    keras = import_keras()
+    maps = [backbone.get_layer(name).output for name in stage_output_layers()]
+    return keras.Model(backbone.input, [*maps, backbone.output], name=backbone.name)
+
+
 def feature_extractor(config: ModelConfig, image_size: int) -> Any:
-    """Raw 0-255 RGB of `image_size` -> the pretrained backbone's pooled features, frozen."""
+    """Raw 0-255 RGB of `image_size` -> the pretrained backbone's pooled features, frozen: of its
+    output (`linear_probe_features: top`), or of every stage's output, concatenated (`stages`)."""
     from melanoma_cli.models.backbones.registry import build_backbone
 
     keras = import_keras()
@@ -29,8 +39,15 @@ def feature_extractor(config: ModelConfig, image_size: int) -> Any:
     if config.color_constancy == "shades_of_gray":
         x = ShadesOfGray(name="shades_of_gray")(x)
     backbone = build_backbone(config.backbone, config.weights, image_size)
+    if config.linear_probe_features == "stages":
+        backbone = _stages_backbone(backbone)
     backbone.trainable = False
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(backbone(x, training=False))
+    maps = backbone(x, training=False)
+    if config.linear_probe_features == "stages":
+        pooled = [keras.layers.GlobalAveragePooling2D(name=f"pool_{i}")(m) for i, m in enumerate(maps)]
+        x = keras.layers.Concatenate(name="pool")(pooled)
+    else:
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(maps)
     return keras.Model(inputs, x, name="frozen_features")
 
 

@@ -68,6 +68,15 @@ def _block_specs() -> list[tuple[int, int, int, int, int]]:
     return specs
 
 
+def stage_output_layers() -> list[str]:
+    """The name of the last layer of each of the seven MBConv stages, shallow to deep."""
+    names, last_block = [], -1
+    for repeats, *_ in _STAGES:
+        last_block += repeats
+        names.append(f"block{last_block}_add" if repeats > 1 else f"block{last_block}_project_bn")
+    return names
+
+
 def _conv_bn_relu(
     x: keras.KerasTensor, filters: int, kernel: int, stride: int, prefix: str, relu: bool = True
 ) -> keras.KerasTensor:
