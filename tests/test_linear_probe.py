@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from melanoma_cli.cli import app
 from melanoma_cli.config import load_config
 from melanoma_cli.engine.linear_probe import LinearProbe, fit_probe, frozen_features
+from melanoma_cli.models.backbones.efficientnet_lite0 import build_efficientnet_lite0, stage_output_layers
 from melanoma_cli.models.build import build_model
 from melanoma_cli.models.ensemble import build_ensemble, build_probe, fine_tuned_member
 from melanoma_cli.utils.errors import MelanomaError
@@ -59,12 +60,14 @@ def test_a_class_without_training_images_gets_no_probability(tmp_path):
         LinearProbe.load(tmp_path / "probe.npz")
 
 
-def test_keras_probe_and_ensemble_compute_what_the_parts_do():
+@pytest.mark.parametrize(("features_kind", "width"), [("top", 1280), ("stages", 2064)])
+def test_keras_probe_and_ensemble_compute_what_the_parts_do(features_kind, width):
     import_keras().utils.set_random_seed(2)
-    config = load_config(None, [*LITE0, "data.image_size=32", "data.batch_size=4"])
+    config = load_config(None, [*LITE0, "data.image_size=32", "data.batch_size=4",
+                                f"model.linear_probe_features={features_kind}"])
     images = np.random.default_rng(3).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
     features = frozen_features(config, images)
-    assert features.shape == (6, 1280)
+    assert features.shape == (6, width)
     weights = fit_probe(features, np.arange(6) % 3, 3, c=1.0, balanced=True)
     probe = build_probe(config.model, 32, weights.kernel, weights.bias)
     probe_probabilities = probe.predict(images, verbose=0)
@@ -76,6 +79,19 @@ def test_keras_probe_and_ensemble_compute_what_the_parts_do():
     assert fine_tuned_member(ensemble) is network and fine_tuned_member(network) is network
 
 
+def test_stage_features_are_each_stage_pooled_then_the_top():
+    keras = import_keras()
+    images = np.random.default_rng(4).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    top = frozen_features(load_config(None, [*LITE0, "data.image_size=32"]), images)
+    stages = frozen_features(load_config(None, [*LITE0, "data.image_size=32",
+                                                "model.linear_probe_features=stages"]), images)
+    backbone = build_efficientnet_lite0((32, 32, 3), weights="imagenet")
+    maps = keras.Model(backbone.input, [backbone.get_layer(name).output for name in stage_output_layers()])
+    pooled = [np.asarray(m).mean(axis=(1, 2)) for m in maps.predict(images.astype(np.float32), verbose=0)]
+    assert [p.shape[1] for p in pooled] == [16, 24, 40, 80, 112, 192, 320]  # one per stage
+    np.testing.assert_allclose(stages, np.concatenate([*pooled, top], axis=1), rtol=1e-4, atol=1e-5)
+
+
 def test_features_stop_when_asked():
     config = load_config(None, [*LITE0, "data.image_size=32", "data.batch_size=2"])
     images = np.zeros((6, 32, 32, 3), np.uint8)
@@ -84,13 +100,20 @@ def test_features_stop_when_asked():
     assert done == [2, 4]
 
 
-def test_linear_probe_needs_a_backbone(tmp_path):
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["model.linear_probe=true"],
+     "config key 'model.linear_probe' needs a pretrained backbone (model.backbone is 'none')"),
+    (["model.linear_probe=true", "model.backbone=mobilenet", "model.linear_probe_features=stages"],
+     "config key 'model.linear_probe_features' 'stages' needs model.backbone: efficientnet_lite0"),
+])
+def test_linear_probe_config_errors(tmp_path, overrides, message):
     data = make_dataset(tmp_path / "data", per_class=4)
-    result = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "run"),
-                                 "--set", "model.linear_probe=true"])
+    args = ["train", "--data", str(data), "--out", str(tmp_path / "run")]
+    for override in overrides:
+        args += ["--set", override]
+    result = runner.invoke(app, args)
     assert result.exit_code == 1
-    assert result.stderr.strip() == ("Error: config key 'model.linear_probe' needs a pretrained "
-                                     "backbone (model.backbone is 'none')")
+    assert result.stderr.strip() == f"Error: {message}"
 
 
 def test_trained_ensemble_predicts_explains_and_exports(tmp_path):
@@ -98,7 +121,8 @@ def test_trained_ensemble_predicts_explains_and_exports(tmp_path):
     run = tmp_path / "run"
     args = ["train", "--data", str(data), "--out", str(run)]
     for override in [*LITE0, "data.image_size=32", "data.batch_size=8", "train.epochs=1",
-                     "model.linear_probe=true", "train.class_weights=true"]:
+                     "model.linear_probe=true", "model.linear_probe_features=stages",
+                     "train.class_weights=true"]:
         args += ["--set", override]
     result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
