@@ -40,6 +40,18 @@ def test_trained_run_folder_is_complete(trained_run):
     assert history[0].startswith("epoch") and len(history) == 4
 
 
+def test_model_files_are_deflated_keras_archives_that_load(trained_run):
+    import zipfile
+
+    from melanoma_cli.runtime.run_folder import load_model
+
+    for name in ("model.keras", "last.keras"):
+        with zipfile.ZipFile(trained_run / name) as archive:
+            assert {info.compress_type for info in archive.infolist()} == {zipfile.ZIP_DEFLATED}
+            assert "model.weights.h5" in archive.namelist()
+    assert load_model(trained_run).model.outputs[0].shape[-1] == 3
+
+
 def test_history_counts_epochs_from_one_like_best_epoch(trained_run):
     import csv
 

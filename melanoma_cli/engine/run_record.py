@@ -24,8 +24,8 @@ from typing import Any
 
 from melanoma_cli.data.split import Split
 from melanoma_cli.engine.trainer import lower_is_better
-from melanoma_cli.runtime.run_folder import RunFolder
-from melanoma_cli.utils.atomic import write_text, write_with
+from melanoma_cli.runtime.run_folder import RunFolder, save_model
+from melanoma_cli.utils.atomic import write_text
 from melanoma_cli.utils.errors import MelanomaError
 
 
@@ -126,12 +126,12 @@ class RunRecord:
     def save_epoch(self, model: Any, epoch: int, logs: dict[str, float]) -> None:
         """Write the epoch's files; `epoch` is 1-based. Call with interrupts held."""
         self.history.append({"epoch": epoch, **logs})
-        write_with(self.run.last, model.save)
+        save_model(model, self.run.last)
         value = logs[self.monitor]
         if self.state.improves(value, self.monitor):
             self.state.best_value, self.state.best_epoch = value, epoch
             # Keras 3 saves the optimizer state with it; the end of the run writes it again without.
-            write_with(self.run.model, model.save)
+            save_model(model, self.run.model)
         self.state.epochs_done = epoch
         self.state.train_seconds = self.seconds_before + time.perf_counter() - self.started
         write_text(self.run.history, history_csv(self.history))

@@ -46,8 +46,9 @@ from melanoma_cli.runtime.run_folder import (
     check_run_folder,
     prepare_run_folder,
     runtime_versions,
+    save_model,
 )
-from melanoma_cli.utils.atomic import write_text, write_with
+from melanoma_cli.utils.atomic import write_text
 from melanoma_cli.utils.errors import MelanomaError
 from melanoma_cli.utils.tensorflow import import_keras, seed_everything
 
@@ -157,7 +158,7 @@ def _finish(run: _Run, val_dataset: Any, interrupted: bool) -> TrainResult:
     """Validate the best model and write model.json, metrics.json and the curves."""
     config, data, state, folder = run.config, run.data, run.state, run.folder
     best, probabilities, members = _best_model(run, val_dataset)
-    write_with(folder.model, best.save)  # without optimizer state: a third of the size
+    save_model(best, folder.model)  # without optimizer state: a third of the size
     validation = summary(data.val_labels, probabilities, data.classes)
     threshold = _melanoma_threshold(run, probabilities)
     epochs_run = len(read_history(folder))
