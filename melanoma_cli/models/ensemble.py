@@ -39,15 +39,13 @@ def feature_extractor(config: ModelConfig, image_size: int) -> Any:
     if config.color_constancy == "shades_of_gray":
         x = ShadesOfGray(name="shades_of_gray")(x)
     backbone = build_backbone(config.backbone, config.weights, image_size)
-    if config.linear_probe_features == "stages":
-        backbone = _stages_backbone(backbone)
     backbone.trainable = False
-    maps = backbone(x, training=False)
     if config.linear_probe_features == "stages":
+        maps = _stages_backbone(backbone)(x, training=False)
         pooled = [keras.layers.GlobalAveragePooling2D(name=f"pool_{i}")(m) for i, m in enumerate(maps)]
         x = keras.layers.Concatenate(name="pool")(pooled)
     else:
-        x = keras.layers.GlobalAveragePooling2D(name="pool")(maps)
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(backbone(x, training=False))
     return keras.Model(inputs, x, name="frozen_features")
 
 
