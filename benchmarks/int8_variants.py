@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._common import machine  # noqa: E402
 from melanoma_cli.data.images import decode_many  # noqa: E402
 from melanoma_cli.data.sources import list_source, parse_source  # noqa: E402
-from melanoma_cli.engine import export as ex  # noqa: E402
-from melanoma_cli.engine.calibration import calibration_sample  # noqa: E402
+from melanoma_cli.inference import export as ex  # noqa: E402
+from melanoma_cli.inference.calibration import calibration_sample  # noqa: E402
 from melanoma_cli.runtime.default_model import default_model_dir  # noqa: E402
 from melanoma_cli.runtime.litert_engine import load_litert  # noqa: E402
 from melanoma_cli.runtime.run_folder import load_model  # noqa: E402

@@ -117,7 +117,7 @@ def cold_start(model: Path, image: Path, repeats: int) -> None:
 def batch_child(model: Path, folder: Path, engine: str) -> dict[str, Any]:
     """Inside one process: decode rate, model rate, and predict_files end to end."""
     from melanoma_cli.data.images import decode_many
-    from melanoma_cli.engine.prediction import expand_inputs, predict_files
+    from melanoma_cli.inference.prediction import expand_inputs, predict_files
     from melanoma_cli.runtime.loading import load_classifier
 
     files = expand_inputs([folder])

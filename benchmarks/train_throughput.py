@@ -72,7 +72,7 @@ def final_child(data: list[str], warmup: int, steps: int, overrides: list[str]) 
     from melanoma_cli.data.pipeline import make_dataset
     from melanoma_cli.data.preparation import prepare_data
     from melanoma_cli.data.sources import parse_source
-    from melanoma_cli.engine.trainer import build_and_compile, class_weights
+    from melanoma_cli.training.trainer import build_and_compile, class_weights
     from melanoma_cli.utils.tensorflow import import_keras, seed_everything
 
     config = load_config("final.yaml", overrides)

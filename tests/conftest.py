@@ -100,7 +100,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def exported_run(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the tiny trained run with its LiteRT export."""
-    from melanoma_cli.engine.export import export_model
+    from melanoma_cli.inference.export import export_model
 
     run = tmp_path_factory.mktemp("exported") / "run"
     shutil.copytree(trained_run, run)

@@ -6,7 +6,7 @@ import numpy as np
 
 from melanoma_cli.config import load_config
 from melanoma_cli.models.build import build_model
-from melanoma_cli.models.color_constancy import ShadesOfGray
+from melanoma_cli.models.color_constancy import shades_of_gray
 from melanoma_cli.runtime.run_folder import ModelInfo, load_model
 
 
@@ -20,7 +20,7 @@ def test_it_removes_a_colour_cast_as_the_formula_says():
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (2, 16, 16, 3)).astype(np.float32)
     cast = images * np.array([1.0, 0.7, 0.5], np.float32)  # a warm lamp
-    corrected = np.asarray(ShadesOfGray()(cast))
+    corrected = np.asarray(shades_of_gray()(cast))
     np.testing.assert_allclose(corrected, _reference(cast), atol=1e-3)
     means = corrected.mean(axis=(0, 1, 2))
     assert means.max() - means.min() < 0.05 * means.mean()  # channels balanced again

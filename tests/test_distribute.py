@@ -43,7 +43,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 
 from melanoma_cli.cli import app
 from melanoma_cli.config import SourceConfig, load_config
-from melanoma_cli.engine.training import train
+from melanoma_cli.training.train import train
 
 data, root, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 codes = {}
@@ -197,7 +197,7 @@ def test_refusals_name_the_key(tmp_path, monkeypatch, override, tf_config, messa
 
 def test_auto_is_mirrored_only_with_several_gpus():
     from melanoma_cli.config import load_config
-    from melanoma_cli.engine.distribute import choose
+    from melanoma_cli.training.distribute import choose
     from melanoma_cli.utils.tensorflow import import_tensorflow
 
     gpus = import_tensorflow().config.list_logical_devices("GPU")

@@ -9,7 +9,7 @@ from importlib import metadata
 from typer.testing import CliRunner
 
 from melanoma_cli.cli import app
-from melanoma_cli.engine.environment import warnings
+from melanoma_cli.runtime.environment import warnings
 
 runner = CliRunner()
 

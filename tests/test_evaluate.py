@@ -12,7 +12,7 @@ from conftest import CLASSES, FakeClassifier, make_dataset
 from typer.testing import CliRunner
 
 from melanoma_cli.cli import app
-from melanoma_cli.engine.evaluation import evaluate_folder
+from melanoma_cli.inference.evaluation import evaluate_folder
 
 runner = CliRunner()
 REQUIRED = {"n", "classes", "accuracy", "balanced_accuracy", "macro_auc", "per_class", "melanoma",

@@ -14,10 +14,9 @@ from typer.testing import CliRunner
 from melanoma_cli.cli import app
 from melanoma_cli.config import load_config
 from melanoma_cli.data.images import decode_many
-from melanoma_cli.engine.explain import (
+from melanoma_cli.inference.explain import (
     Explainer,
     explain_images,
-    figure_size,
     gradcam_model,
     load_explainer,
     output_paths,
@@ -26,6 +25,7 @@ from melanoma_cli.models.backbones.registry import KERAS_APPLICATIONS
 from melanoma_cli.models.build import build_model
 from melanoma_cli.runtime.keras_engine import KerasClassifier
 from melanoma_cli.runtime.loading import load_classifier
+from melanoma_cli.utils.plots import gradcam_figure_size
 from melanoma_cli.utils.tensorflow import import_keras
 
 runner = CliRunner()
@@ -59,7 +59,7 @@ def test_explain_writes_one_figure_per_readable_image(trained_run, lesions, tmp_
         assert row["heatmaps"] == expected
         assert row["probabilities"] == pytest.approx(predictions[row["path"]], abs=1e-5)
         with Image.open(row["figure"]) as figure:
-            assert figure.format == "PNG" and figure.size == figure_size(1 + len(expected))
+            assert figure.format == "PNG" and figure.size == gradcam_figure_size(1 + len(expected))
 
 
 def test_heat_maps_are_not_constant(trained_run, lesions):

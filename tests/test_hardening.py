@@ -382,7 +382,7 @@ def test_test_folder_with_classes_the_model_does_not_know(trained_run, tmp_path)
 # --- interruption and resume -------------------------------------------------------------
 
 def test_first_interrupt_asks_a_second_forces_but_never_while_epoch_files_are_written():
-    from melanoma_cli.engine.fit import Interrupts
+    from melanoma_cli.training.fit import Interrupts
 
     interrupts, steps = Interrupts(), []
     with interrupts.installed():
@@ -401,7 +401,7 @@ def test_first_interrupt_asks_a_second_forces_but_never_while_epoch_files_are_wr
 
 def test_ctrl_c_keeps_a_valid_run_that_resume_completes(tmp_path, clean_data):
     from melanoma_cli.config import SourceConfig, load_config
-    from melanoma_cli.engine.training import train as run_training
+    from melanoma_cli.training.train import train as run_training
 
     out = tmp_path / "run"
 

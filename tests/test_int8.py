@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from melanoma_cli.cli import app
-from melanoma_cli.engine.calibration import calibration_sample
-from melanoma_cli.engine.equivalence import judge
+from melanoma_cli.inference.calibration import calibration_sample
+from melanoma_cli.inference.equivalence import judge
 from melanoma_cli.runtime.loading import load_classifier
 from melanoma_cli.runtime.run_folder import ModelInfo, RunFolder
 from tests.conftest import CLASSES, make_dataset

@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from melanoma_cli.cli import app
 from melanoma_cli.config import load_config
-from melanoma_cli.engine.linear_probe import LinearProbe, fit_probe, frozen_features
 from melanoma_cli.models.backbones.efficientnet_lite0 import build_efficientnet_lite0, stage_output_layers
 from melanoma_cli.models.build import build_model
 from melanoma_cli.models.ensemble import build_ensemble, build_probe, fine_tuned_member
+from melanoma_cli.training.linear_probe import LinearProbe, fit_probe, frozen_features
 from melanoma_cli.utils.errors import MelanomaError
 from melanoma_cli.utils.tensorflow import import_keras
 

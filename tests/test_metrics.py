@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from melanoma_cli.engine.metrics import (
+from melanoma_cli.stats.metrics import (
     bootstrap_auc_interval,
     bootstrap_balanced_accuracy,
     bootstrap_indices,
@@ -179,7 +179,7 @@ def test_training_summary_of_no_images_is_all_nulls():
 
 
 def test_threshold_reaches_the_sensitivity_and_survives_tiny_score_changes():
-    from melanoma_cli.engine.metrics import threshold_for_sensitivity
+    from melanoma_cli.stats.metrics import threshold_for_sensitivity
 
     is_positive = np.array([1, 1, 1, 1, 0, 0], bool)
     scores = np.array([0.9, 0.6, 0.30, 0.2, 0.5, 0.1])

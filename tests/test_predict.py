@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from melanoma_cli.cli import app
 from melanoma_cli.data.images import Unreadable
-from melanoma_cli.engine.prediction import Prediction, expand_inputs, predict_files
+from melanoma_cli.inference.prediction import Prediction, expand_inputs, predict_files
 from melanoma_cli.utils.errors import MelanomaError
 
 runner = CliRunner()

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from melanoma_cli.cli import app
 from melanoma_cli.data.images import decode_many
-from melanoma_cli.engine.export import check_batch
+from melanoma_cli.inference.export import check_batch
 from melanoma_cli.runtime import loading as classifier_module
 from melanoma_cli.runtime.default_model import EXAMPLES_DIR
 from melanoma_cli.runtime.loading import choose_engine, load_classifier

@@ -13,8 +13,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from melanoma_cli.cli import app
-from melanoma_cli.engine.evaluation import evaluate_folder
-from melanoma_cli.engine.taxonomy import resolve_taxonomy
+from melanoma_cli.inference.evaluation import evaluate_folder
+from melanoma_cli.inference.taxonomy import resolve_taxonomy
 from melanoma_cli.utils.errors import MelanomaError
 
 MODEL_CLASSES = ["actinic keratosis", "melanoma", "nevus", "pigmented benign keratosis",

@@ -199,7 +199,7 @@ def test_run_stopped_in_its_first_epoch_is_refused_with_the_resume_hint(tmp_path
     import pytest
 
     from melanoma_cli.config import SourceConfig, load_config
-    from melanoma_cli.engine.training import train as run_training
+    from melanoma_cli.training.train import train as run_training
     from melanoma_cli.utils.errors import MelanomaError
 
     data = make_dataset(tmp_path / "data", per_class=6)

@@ -12,7 +12,7 @@ from melanoma_cli.cli.common import JsonOption, handle_errors, out, print_json, 
 def env(as_json: JsonOption = False) -> None:
     """Show package versions, the devices TensorFlow sees, LiteRT and the platform (paste it into a
     bug report)."""
-    from melanoma_cli.engine.environment import environment, warnings
+    from melanoma_cli.runtime.environment import environment, warnings
 
     summary = environment()
     if as_json:

@@ -127,9 +127,9 @@ def evaluate(
     tta: TTAOption = False,
 ) -> None:
     """Evaluate a model on a labelled test folder: per-class and melanoma metrics with 95% CIs."""
-    from melanoma_cli.engine.evaluation import evaluate_folder, prepare_report_dir, write_report
-    from melanoma_cli.engine.prediction import resolve_threshold
-    from melanoma_cli.engine.taxonomy import TAXONOMIES, parse_merge
+    from melanoma_cli.inference.evaluation import evaluate_folder, prepare_report_dir, write_report
+    from melanoma_cli.inference.prediction import resolve_threshold
+    from melanoma_cli.inference.taxonomy import TAXONOMIES, parse_merge
     from melanoma_cli.runtime.loading import load_classifier
 
     if taxonomy not in ("auto", "none", *TAXONOMIES):

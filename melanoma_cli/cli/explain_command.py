@@ -44,14 +44,14 @@ def explain(
     """Draw Grad-CAM heat maps: which pixels moved the model's score for the predicted class (and
     for melanoma when it is not the prediction). Uses the Keras model."""
     from melanoma_cli.data.images import Unreadable
-    from melanoma_cli.engine.explain import (
+    from melanoma_cli.inference.explain import (
         explain_files,
         load_explainer,
         output_paths,
         prepare_output_dir,
         write_png,
     )
-    from melanoma_cli.engine.prediction import expand_inputs, resolve_threshold
+    from melanoma_cli.inference.prediction import expand_inputs, resolve_threshold
     from melanoma_cli.utils.errors import MelanomaError
 
     files = expand_inputs(paths)

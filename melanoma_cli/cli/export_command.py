@@ -35,7 +35,7 @@ def export(
     as_json: JsonOption = False,
 ) -> None:
     """Export a trained model (float32 by default), check it against Keras and record it in model.json."""
-    from melanoma_cli.engine.export import export_model
+    from melanoma_cli.inference.export import export_model
 
     result = export_model(model, fmt, quantize, calibration, per_class, report_on,
                           progress=print_status)

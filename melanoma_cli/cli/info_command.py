@@ -75,7 +75,7 @@ def info(
     as_json: JsonOption = False,
 ) -> None:
     """Show a model's card: classes, input size, melanoma threshold, training and validation metrics."""
-    from melanoma_cli.engine.model_card import model_summary
+    from melanoma_cli.runtime.model_card import model_summary
 
     summary = model_summary(model)
     if as_json:

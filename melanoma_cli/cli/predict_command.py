@@ -29,7 +29,7 @@ from melanoma_cli.runtime.default_model import EXAMPLES_DIR
 from melanoma_cli.utils.notice import DISCLAIMER
 
 if TYPE_CHECKING:  # the core is imported lazily, so that --help stays instant
-    from melanoma_cli.engine.prediction import Prediction
+    from melanoma_cli.inference.prediction import Prediction
 
 
 def _shown_path(path: Path) -> str:
@@ -74,7 +74,7 @@ def predict(
 ) -> None:
     """Predict the class of each image, with top-k classes and a melanoma flag."""
     from melanoma_cli.data.images import Unreadable
-    from melanoma_cli.engine.prediction import (
+    from melanoma_cli.inference.prediction import (
         check_csv_destination,
         expand_inputs,
         predict_files,

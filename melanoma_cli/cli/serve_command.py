@@ -19,7 +19,7 @@ def serve(
     tta: TTAOption = False,
 ) -> None:
     """Serve a local web page: drop images, see top classes, the melanoma flag and a heat map."""
-    from melanoma_cli.engine.explain import load_explainer
+    from melanoma_cli.inference.explain import load_explainer
     from melanoma_cli.web.app import LOOPBACK, import_gradio
     from melanoma_cli.web.app import serve as run
 

@@ -134,7 +134,7 @@ def train(
     """Train a model and write a run folder (model, class names, config, history, metrics, plots)."""
     from melanoma_cli.config import load_config
     from melanoma_cli.data.sources import parse_source
-    from melanoma_cli.engine import training
+    from melanoma_cli.training import train as training
 
     sources = [parse_source(text) for text in data]
     if resume is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from melanoma_cli.config import ModelConfig
-from melanoma_cli.models.color_constancy import ShadesOfGray
+from melanoma_cli.models.color_constancy import shades_of_gray
 from melanoma_cli.utils.tensorflow import import_keras
 
 
@@ -34,7 +34,7 @@ def build_model(config: ModelConfig, num_classes: int, image_size: int):
     layers = keras.layers
     inputs = x = keras.Input((image_size, image_size, 3), name="image")
     if config.color_constancy == "shades_of_gray":
-        x = ShadesOfGray(name="shades_of_gray")(x)
+        x = shades_of_gray(name="shades_of_gray")(x)
     if config.backbone == "none":
         x = layers.Rescaling(1.0 / 255, name="rescale")(x)
         x = _conv_blocks(x, config)

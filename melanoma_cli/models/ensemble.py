@@ -1,7 +1,7 @@
 """The fine-tuned network averaged with a linear probe on the backbone's frozen features.
 
 The linear probe is one softmax layer on the pretrained backbone's pooled features, never
-fine-tuned (engine/linear_probe.py fits it by logistic regression). Fine-tuning on a few
+fine-tuned (training/linear_probe.py fits it by logistic regression). Fine-tuning on a few
 collections teaches a network those collections as well as the lesions; the frozen features
 keep only what pretraining taught, so averaging the two holds up better on other clinics' images.
 """
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from melanoma_cli.config import ModelConfig
-from melanoma_cli.models.color_constancy import ShadesOfGray
+from melanoma_cli.models.color_constancy import shades_of_gray
 from melanoma_cli.utils.tensorflow import import_keras
 
 PROBE = "linear_probe"
@@ -37,7 +37,7 @@ def feature_extractor(config: ModelConfig, image_size: int) -> Any:
     keras = import_keras()
     inputs = x = keras.Input((image_size, image_size, 3), name="image")
     if config.color_constancy == "shades_of_gray":
-        x = ShadesOfGray(name="shades_of_gray")(x)
+        x = shades_of_gray(name="shades_of_gray")(x)
     backbone = build_backbone(config.backbone, config.weights, image_size)
     backbone.trainable = False
     if config.linear_probe_features == "stages":

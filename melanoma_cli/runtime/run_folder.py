@@ -17,7 +17,7 @@ from typing import Any
 
 from melanoma_cli import __version__
 from melanoma_cli.utils.atomic import write_text, write_with
-from melanoma_cli.utils.errors import MelanomaError, first_line
+from melanoma_cli.utils.errors import MelanomaError
 from melanoma_cli.utils.tensorflow import import_keras, import_tensorflow
 
 METRICS_FILE = "metrics.json"  # a run's validation metrics, or an evaluation report
@@ -263,19 +263,11 @@ def save_model(network: Any, target: Path) -> None:
 
 def load_model(model: Path | str) -> LoadedModel:
     """Load a run folder or .keras file; check that model.json agrees with the network."""
-    import melanoma_cli.models.color_constancy  # noqa: F401  (registers the layer a model may hold)
-    from melanoma_cli.utils.tensorflow import import_keras
+    from melanoma_cli.models.saving import load_network
 
     model_file, info_file = resolve_model_path(Path(model))
     info = ModelInfo.load(info_file)
-    keras = import_keras()
-    try:
-        network = keras.models.load_model(model_file, compile=False)
-    except Exception as exc:  # Keras raises many types for damaged archives
-        reason = first_line(exc)
-        if not zipfile.is_zipfile(model_file):  # Keras would call it "not found"
-            reason = "damaged or not a Keras model (a .keras file is a zip archive)"
-        raise MelanomaError(f"model file '{model_file}' cannot be loaded: {reason}") from exc
+    network = load_network(model_file)
     outputs = network.outputs[0].shape[-1]
     if outputs != len(info.classes):
         raise MelanomaError(

@@ -1,11 +1,19 @@
-"""matplotlib figures: training curves, confusion matrix, class distribution (written atomically)."""
+"""matplotlib figures: training curves, confusion matrix, class distribution (written atomically),
+and the Grad-CAM figure (as PNG bytes)."""
 
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
+from typing import Any
 
 from melanoma_cli.utils.atomic import write_with
+
+PANEL_INCHES = 2.6  # one image panel of the Grad-CAM figure
+TITLE_INCHES = 0.7  # two lines of title above the panels
+FIGURE_DPI = 100
+OVERLAY_ALPHA = 0.45
 
 
 def _pyplot():
@@ -84,3 +92,34 @@ def plot_class_distribution(counts: dict[str, int], path: Path) -> None:
     for i, name in enumerate(names):
         axis.text(counts[name], i, f" {counts[name]}", va="center")
     _save(figure, path)
+
+
+def gradcam_figure_size(panels: int) -> tuple[int, int]:
+    """Width and height in pixels of a Grad-CAM figure with `panels` panels (image + heat maps)."""
+    return round(PANEL_INCHES * panels * FIGURE_DPI), round((PANEL_INCHES + TITLE_INCHES) * FIGURE_DPI)
+
+
+def gradcam_figure_png(image: Any, heatmaps: dict[str, Any], title: str, highlight: bool) -> bytes:
+    """The image, then each heat map (values in [0, 1]) over it, under a two-line `title` (dark
+    red when `highlight`), as PNG bytes."""
+    plt = _pyplot()
+    panels = 1 + len(heatmaps)
+    width, height = gradcam_figure_size(panels)
+    figure, axes = plt.subplots(1, panels, figsize=(width / FIGURE_DPI, height / FIGURE_DPI),
+                                dpi=FIGURE_DPI, squeeze=False)
+    axes[0, 0].imshow(image)
+    axes[0, 0].set_title("image (model input)", fontsize=8)
+    for axis, (name, heatmap) in zip(axes[0, 1:], heatmaps.items(), strict=True):
+        axis.imshow(image)
+        axis.imshow(heatmap, cmap="jet", alpha=OVERLAY_ALPHA, vmin=0.0, vmax=1.0)
+        nothing = "" if heatmap.max() > 0 else "\n(no region raised this score)"
+        axis.set_title(f"Grad-CAM: {name}{nothing}", fontsize=8)
+    for axis in axes[0]:
+        axis.set_axis_off()
+    figure.suptitle(title, fontsize=8, color="darkred" if highlight else "black")
+    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, wspace=0.04,
+                           top=PANEL_INCHES / (PANEL_INCHES + TITLE_INCHES))
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=FIGURE_DPI)
+    plt.close(figure)
+    return buffer.getvalue()

@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any
 
 from melanoma_cli.data.images import Unreadable
-from melanoma_cli.engine.explain import Explainer, explain_files
+from melanoma_cli.inference.explain import Explainer, explain_files
 from melanoma_cli.utils.errors import MelanomaError, first_line
 from melanoma_cli.utils.notice import DISCLAIMER
 from melanoma_cli.web.page import answer_html, explanation_html, unreadable_html

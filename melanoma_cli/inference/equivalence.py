@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from melanoma_cli.engine.evaluation import EvaluationResult, evaluate_folder
-from melanoma_cli.engine.metrics import melanoma_flags
+from melanoma_cli.inference.evaluation import EvaluationResult, evaluate_folder
 from melanoma_cli.runtime.classifier import Classifier
+from melanoma_cli.stats.metrics import melanoma_flags
 from melanoma_cli.utils.progress import Progress, no_progress
 
 MIN_AGREEMENT = 0.98  # top-1 and melanoma-flag agreement, each set

@@ -2,7 +2,7 @@
 
 Each export is checked against the Keras model on a fixed batch and recorded in model.json, so
 `predict` and `evaluate` can find it. A full-integer int8 export is calibrated on a class-balanced
-sample of the training sources and judged against the float export (engine/equivalence.py).
+sample of the training sources and judged against the float export (inference/equivalence.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from melanoma_cli.data.sources import check_folder
-from melanoma_cli.engine.calibration import CALIBRATION_PER_CLASS, CalibrationSample, calibration_sample
+from melanoma_cli.inference.calibration import CALIBRATION_PER_CLASS, CalibrationSample, calibration_sample
 from melanoma_cli.runtime.litert_engine import interpreter_class, load_litert
 from melanoma_cli.runtime.names import (
     EXPORT_FORMATS,
@@ -273,7 +273,7 @@ def _int8_report(loaded: LoadedModel, run: RunFolder, int8: Path, test_dirs: lis
     if not test_dirs:
         run.int8_report.unlink(missing_ok=True)
         return None
-    from melanoma_cli.engine.equivalence import equivalence_report
+    from melanoma_cli.inference.equivalence import equivalence_report
     from melanoma_cli.runtime.loading import file_digest
 
     with tempfile.TemporaryDirectory(prefix=".float-", dir=run.path) as scratch:

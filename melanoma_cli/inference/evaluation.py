@@ -13,12 +13,12 @@ import numpy as np
 
 from melanoma_cli.data.images import Unreadable
 from melanoma_cli.data.sources import SourceListing, list_source, parse_source
-from melanoma_cli.engine.metrics import BOOTSTRAP_RESAMPLES, evaluation_report, melanoma_flags
-from melanoma_cli.engine.prediction import classify_batches, resolve_threshold
-from melanoma_cli.engine.taxonomy import TaxonomyChoice, resolve_taxonomy
+from melanoma_cli.inference.prediction import classify_batches, resolve_threshold
+from melanoma_cli.inference.taxonomy import TaxonomyChoice, resolve_taxonomy
 from melanoma_cli.runtime.classifier import Classifier
 from melanoma_cli.runtime.run_folder import ReportFolder, RunFolder
 from melanoma_cli.runtime.tta import uses_tta
+from melanoma_cli.stats.metrics import BOOTSTRAP_RESAMPLES, evaluation_report, melanoma_flags
 from melanoma_cli.utils.atomic import write_text, write_with
 from melanoma_cli.utils.errors import MelanomaError
 from melanoma_cli.utils.progress import Progress, no_progress

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from melanoma_cli.data.images import IMAGE_SUFFIXES, Unreadable, decode_many, iter_image_files
-from melanoma_cli.engine.metrics import melanoma_flags
 from melanoma_cli.runtime.classifier import Classifier
+from melanoma_cli.stats.metrics import melanoma_flags
 from melanoma_cli.utils.atomic import write_with
 from melanoma_cli.utils.errors import MelanomaError
 from melanoma_cli.utils.progress import Progress, no_progress

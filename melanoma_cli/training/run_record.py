@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from melanoma_cli.data.split import Split
-from melanoma_cli.engine.trainer import lower_is_better
 from melanoma_cli.runtime.run_folder import RunFolder, save_model
+from melanoma_cli.training.trainer import lower_is_better
 from melanoma_cli.utils.atomic import write_text
 from melanoma_cli.utils.errors import MelanomaError
 

@@ -1,4 +1,4 @@
-"""Grad-CAM heat maps: which pixels moved a Keras model's score for a class, and the figure.
+"""Grad-CAM heat maps: which pixels moved a Keras model's score for a class (figure: utils/plots.py).
 
 Grad-CAM (Selvaraju et al., 2017) weights the feature maps of a convolutional layer by the mean
 gradient of a class score (the logit, before the softmax) over each map, sums them and keeps the
@@ -9,7 +9,6 @@ to the original orientation and averaged, as the probabilities are.
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,20 +19,16 @@ import numpy as np
 from PIL import Image
 
 from melanoma_cli.data.images import Unreadable, decode_many
-from melanoma_cli.engine.prediction import Prediction, resolve_threshold, to_predictions
+from melanoma_cli.inference.prediction import Prediction, resolve_threshold, to_predictions
 from melanoma_cli.runtime.classifier import Classifier
 from melanoma_cli.runtime.keras_engine import KerasClassifier
 from melanoma_cli.runtime.loading import load_classifier
 from melanoma_cli.runtime.tta import VIEW_COUNT, all_views, average_views, unview, with_tta
 from melanoma_cli.utils.atomic import write_with
 from melanoma_cli.utils.errors import MelanomaError
+from melanoma_cli.utils.plots import gradcam_figure_png
 from melanoma_cli.utils.progress import Progress, no_progress
 from melanoma_cli.utils.tensorflow import import_keras, import_tensorflow
-
-PANEL_INCHES = 2.6  # one image panel
-TITLE_INCHES = 0.7  # two lines of title above the panels
-FIGURE_DPI = 100
-OVERLAY_ALPHA = 0.45
 
 
 @dataclass(frozen=True)
@@ -246,41 +241,11 @@ def flag_text(explanation: Explanation) -> str:
     return f"{'MELANOMA FLAG' if prediction.melanoma_flag else 'no melanoma flag'}: {probability} {rule}"
 
 
-def figure_size(panels: int) -> tuple[int, int]:
-    """Width and height in pixels of a figure with `panels` panels (the image + its heat maps)."""
-    return round(PANEL_INCHES * panels * FIGURE_DPI), round((PANEL_INCHES + TITLE_INCHES) * FIGURE_DPI)
-
-
 def render_png(explanation: Explanation) -> bytes:
     """The figure as PNG bytes: the image, each heat map over it, top classes and flag in the title."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = 1 + len(explanation.heatmaps)
-    width, height = figure_size(panels)
-    figure, axes = plt.subplots(1, panels, figsize=(width / FIGURE_DPI, height / FIGURE_DPI),
-                                dpi=FIGURE_DPI, squeeze=False)
-    axes[0, 0].imshow(explanation.image)
-    axes[0, 0].set_title("image (model input)", fontsize=8)
-    for axis, (name, heatmap) in zip(axes[0, 1:], explanation.heatmaps.items(), strict=True):
-        axis.imshow(explanation.image)
-        axis.imshow(heatmap, cmap="jet", alpha=OVERLAY_ALPHA, vmin=0.0, vmax=1.0)
-        nothing = "" if heatmap.max() > 0 else "\n(no region raised this score)"
-        axis.set_title(f"Grad-CAM: {name}{nothing}", fontsize=8)
-    for axis in axes[0]:
-        axis.set_axis_off()
     ranked = ", ".join(f"{name} {p:.3f}" for name, p in explanation.prediction.top_k)
-    flag = flag_text(explanation)
-    colour = "darkred" if explanation.prediction.melanoma_flag else "black"
-    figure.suptitle(f"{ranked}\n{flag}", fontsize=8, color=colour)
-    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, wspace=0.04,
-                           top=PANEL_INCHES / (PANEL_INCHES + TITLE_INCHES))
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=FIGURE_DPI)
-    plt.close(figure)
-    return buffer.getvalue()
+    return gradcam_figure_png(explanation.image, explanation.heatmaps, f"{ranked}\n{flag_text(explanation)}",
+                              highlight=explanation.prediction.melanoma_flag)
 
 
 def output_paths(paths: Sequence[Path], folder: Path) -> list[Path]:

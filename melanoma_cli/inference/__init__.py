@@ -1,0 +1,1 @@
+"""Inference-side tasks on a trained model: predict, evaluate, explain, export."""

@@ -1,0 +1,1 @@
+"""Statistics of predictions: metrics, intervals, operating points."""
