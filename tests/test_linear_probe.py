@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -9,12 +10,14 @@ import numpy as np
 import pytest
 from conftest import make_dataset
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from typer.testing import CliRunner
 
 from melanoma_cli.cli import app
 from melanoma_cli.config import load_config
+from melanoma_cli.data.images import decode_many
 from melanoma_cli.models.backbones.efficientnet_lite0 import build_efficientnet_lite0, stage_output_layers
 from melanoma_cli.models.build import build_model
 from melanoma_cli.models.ensemble import build_ensemble, build_probe, fine_tuned_member
@@ -132,6 +135,20 @@ def test_trained_ensemble_predicts_explains_and_exports(tmp_path):
     assert (run / "linear_probe.npz").is_file()
     network = import_keras().models.load_model(run / "model.keras", compile=False)
     assert network.name == "ensemble"
+    # the checkpoint was chosen on the ensemble's validation scores (the model that ships), and the
+    # fine-tuned member's own scores are logged beside them
+    with (run / "history.csv").open() as handle:
+        epoch = list(csv.DictReader(handle))[-1]
+    validation = [row for row in csv.DictReader((run / "split.csv").open()) if row["side"] == "validation"]
+    images, _, _ = decode_many([Path(row["path"]) for row in validation], 32)
+    classes = json.loads((run / "model.json").read_text())["classes"]
+    labels = np.array([classes.index(row["label"]) for row in validation])
+    shipped = network.predict(images.astype(np.float32), verbose=0)
+    assert float(epoch["val_balanced_accuracy"]) == pytest.approx(
+        balanced_accuracy_score(labels, shipped.argmax(axis=1)), abs=1e-6)
+    member = fine_tuned_member(network).predict(images.astype(np.float32), verbose=0)
+    assert float(epoch["val_member_balanced_accuracy"]) == pytest.approx(
+        balanced_accuracy_score(labels, member.argmax(axis=1)), abs=1e-6)
     shown = runner.invoke(app, [*args, "--overwrite"])  # the table shows both members beside the ensemble
     assert shown.exit_code == 0, shown.output
     assert all(heading in shown.stdout for heading in ("ensemble", "fine-tuned", "linear-probe"))

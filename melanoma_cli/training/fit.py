@@ -24,6 +24,7 @@ import numpy as np
 
 from melanoma_cli.config import Config
 from melanoma_cli.training.distribute import Distribution
+from melanoma_cli.training.linear_probe import ensemble_probabilities
 from melanoma_cli.training.run_record import RunRecord
 from melanoma_cli.training.trainer import (
     build_and_compile,
@@ -106,6 +107,7 @@ class TrainingData:
     num_classes: int
     steps_per_epoch: int
     class_weight: dict[int, float] | None
+    val_probe: np.ndarray | None = None  # the fixed linear probe's validation probabilities, if any
 
 
 def _callbacks(config: Config, data: TrainingData, record: RunRecord, interrupts: Interrupts,
@@ -132,15 +134,26 @@ def _callbacks(config: Config, data: TrainingData, record: RunRecord, interrupts
         def on_whole_epoch_end(self, epoch: int, logs: dict) -> None:
             raise NotImplementedError
 
+    def scores(probabilities: np.ndarray, prefix: str) -> dict[str, float]:
+        predicted = probabilities.argmax(axis=1)
+        with warnings.catch_warnings():  # a class predicted but absent from validation is fine
+            warnings.simplefilter("ignore", UserWarning)
+            balanced = float(balanced_accuracy_score(labels, predicted))
+        return {f"{prefix}loss": validation_loss(config, labels, probabilities, data.class_weight),
+                f"{prefix}accuracy": float((predicted == labels).mean()),
+                f"{prefix}balanced_accuracy": balanced}
+
     class ValidationMetrics(WholeEpochCallback):
+        """val_* score the model that ships: with a linear probe, the ensemble (the probe is fixed
+        before epoch 1, so only the fine-tuned member changes); val_member_* the member alone."""
+
         def on_whole_epoch_end(self, epoch, logs):
             probabilities = self.model.predict(data.validation, verbose=0)
-            predicted = probabilities.argmax(axis=1)
-            logs["val_loss"] = validation_loss(config, labels, probabilities, data.class_weight)
-            logs["val_accuracy"] = float((predicted == labels).mean())
-            with warnings.catch_warnings():  # a class predicted but absent from validation is fine
-                warnings.simplefilter("ignore", UserWarning)
-                logs["val_balanced_accuracy"] = float(balanced_accuracy_score(labels, predicted))
+            if data.val_probe is None:
+                logs.update(scores(probabilities, "val_"))
+                return
+            logs.update(scores(ensemble_probabilities(probabilities, data.val_probe), "val_"))
+            logs.update(scores(probabilities, "val_member_"))
 
     class Recorder(WholeEpochCallback):
         def on_whole_epoch_end(self, epoch, logs):

@@ -51,6 +51,11 @@ class LinearProbe:
         return exp / exp.sum(axis=1, keepdims=True)
 
 
+def ensemble_probabilities(fine_tuned: np.ndarray, probe: np.ndarray) -> np.ndarray:
+    """What the ensemble outputs for these members' probabilities (models/ensemble.py): their mean."""
+    return (fine_tuned + probe) / 2
+
+
 def frozen_features(config: Config, images: np.ndarray, stop: Callable[[], bool] = lambda: False,
                     progress: Callable[[int], None] = lambda done: None) -> np.ndarray | None:
     """The pooled pretrained features of `images` (uint8 or float 0-255), batch by batch; None

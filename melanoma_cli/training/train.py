@@ -37,7 +37,7 @@ from melanoma_cli.runtime.run_folder import (
 from melanoma_cli.stats.metrics import summary, threshold_for_sensitivity
 from melanoma_cli.training.distribute import Distribution, choose
 from melanoma_cli.training.fit import Interrupts, ProgressHook, TrainingData, fit
-from melanoma_cli.training.linear_probe import LinearProbe, fit_probe, frozen_features
+from melanoma_cli.training.linear_probe import LinearProbe, ensemble_probabilities, fit_probe, frozen_features
 from melanoma_cli.training.run_record import (
     RunRecord,
     TrainState,
@@ -134,7 +134,19 @@ def _fit_linear_probe(run: _Run) -> None:
     run.record["linear_probe_seconds"] = round(time.monotonic() - started, 1)
 
 
-def _best_model(run: _Run, val_dataset: Any) -> tuple[Any, np.ndarray, dict]:
+def _probe_probabilities(run: _Run, images: np.ndarray) -> np.ndarray:
+    """The run's linear probe on `images` (its frozen features, then its softmax layer)."""
+    run.report("status", {"message": f"linear probe: frozen features of {len(images)} validation images"})
+    interrupts = Interrupts()
+    with interrupts.installed():
+        features = frozen_features(run.config, images, lambda: interrupts.requested)
+    if features is None:
+        raise MelanomaError(f"interrupted before the first epoch; start again with: "
+                            f"melanoma train --resume '{run.folder.path}'")
+    return LinearProbe.load(run.folder.linear_probe).probabilities(features)
+
+
+def _best_model(run: _Run, val_dataset: Any, val_probe: np.ndarray | None) -> tuple[Any, np.ndarray, dict]:
     """The model to ship, its validation probabilities, and each ensemble member's validation.
 
     With `model.linear_probe` it is the best fine-tuned network averaged with the probe."""
@@ -144,21 +156,20 @@ def _best_model(run: _Run, val_dataset: Any) -> tuple[Any, np.ndarray, dict]:
     config, folder = run.config, run.folder
     fine_tuned = fine_tuned_member(load_network(folder.model))
     probabilities = fine_tuned.predict(val_dataset, verbose=0)
-    if not config.model.linear_probe:
+    if val_probe is None:
         return fine_tuned, probabilities, {}
     weights = LinearProbe.load(folder.linear_probe)
     probe = build_probe(config.model, config.data.image_size, weights.kernel, weights.bias)
-    probe_probabilities = probe.predict(val_dataset, verbose=0)
     members = {"fine_tuned": summary(run.data.val_labels, probabilities, run.data.classes),
-               "linear_probe": summary(run.data.val_labels, probe_probabilities, run.data.classes)}
+               "linear_probe": summary(run.data.val_labels, val_probe, run.data.classes)}
     ensemble = build_ensemble(fine_tuned, probe)
-    return ensemble, (probabilities + probe_probabilities) / 2, members
+    return ensemble, ensemble_probabilities(probabilities, val_probe), members
 
 
-def _finish(run: _Run, val_dataset: Any, interrupted: bool) -> TrainResult:
+def _finish(run: _Run, data_for_fit: TrainingData, interrupted: bool) -> TrainResult:
     """Validate the best model and write model.json, metrics.json and the curves."""
     config, data, state, folder = run.config, run.data, run.state, run.folder
-    best, probabilities, members = _best_model(run, val_dataset)
+    best, probabilities, members = _best_model(run, data_for_fit.validation, data_for_fit.val_probe)
     save_model(best, folder.model)  # without optimizer state: a third of the size
     validation = summary(data.val_labels, probabilities, data.classes)
     threshold = _melanoma_threshold(run, probabilities)
@@ -208,15 +219,17 @@ def _train_run(run: _Run) -> TrainResult:
         steps_per_epoch=int(np.ceil(len(data.train_labels) / batch)),
         class_weight=class_weights(config, data.train_labels, num_classes),
     )
-    if config.model.linear_probe and not run.folder.linear_probe.is_file():
-        _fit_linear_probe(run)
+    if config.model.linear_probe:
+        if not run.folder.linear_probe.is_file():
+            _fit_linear_probe(run)
+        training_data.val_probe = _probe_probabilities(run, data.val_images)
     record = RunRecord.open(run.folder, config.train.monitor, run.state)
     interrupted = fit(config, training_data, record, run.report, run.distribution)
     if run.state.best_epoch is None:
         raise MelanomaError(f"training stopped before the first epoch ended; no model saved in "
                             f"'{run.folder.path}' (start it again with: melanoma train --resume "
                             f"'{run.folder.path}')")
-    return _finish(run, training_data.validation, interrupted)
+    return _finish(run, training_data, interrupted)
 
 
 def _refuse_output_inside(out: Path, inputs: Sequence[Path]) -> None:
