@@ -18,6 +18,7 @@ from melanoma_cli.cli import (
     predict_command,
     rebalance_command,
     serve_command,
+    split_command,
     train_command,
 )
 
@@ -49,6 +50,7 @@ def root(
 app.command("train")(train_command.train)
 app.command("inspect-dataset")(inspect_command.inspect_dataset)
 app.command("rebalance")(rebalance_command.rebalance)
+app.command("split")(split_command.split)
 app.command("evaluate")(evaluate_command.evaluate)
 app.command("predict")(predict_command.predict)
 app.command("explain")(explain_command.explain)

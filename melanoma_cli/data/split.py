@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from melanoma_cli.data.dedupe import Cleaned, HoldoutIndex, clean_images, unit_label
+from melanoma_cli.data.parts import stratified_group_split
 from melanoma_cli.data.scan import DatasetScan, ImageFile
 from melanoma_cli.utils.errors import MelanomaError
 
@@ -57,13 +58,7 @@ def _check_sizes(units: list[list[ImageFile]], scan: DatasetScan, minimum: int) 
 
 def _random_split(units: list[list[ImageFile]], fraction: float, seed: int, where: str):
     """Stratified by each unit's label; a unit (lesion, duplicate cluster) stays whole."""
-    from sklearn.model_selection import train_test_split
-
-    try:
-        return train_test_split(units, test_size=fraction, random_state=seed,
-                                stratify=[unit_label(u) for u in units])
-    except ValueError as exc:
-        raise MelanomaError(f"cannot split {where} {fraction:.0%}: {exc}") from exc
+    return stratified_group_split(units, [unit_label(u) for u in units], fraction, seed, where)
 
 
 def _source_split(units: list[list[ImageFile]], source: str, scan: DatasetScan):
