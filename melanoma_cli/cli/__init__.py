@@ -9,6 +9,7 @@ import typer
 
 from melanoma_cli import __version__
 from melanoma_cli.cli import (
+    adapt_command,
     env_command,
     evaluate_command,
     explain_command,
@@ -52,6 +53,7 @@ app.command("inspect-dataset")(inspect_command.inspect_dataset)
 app.command("rebalance")(rebalance_command.rebalance)
 app.command("split")(split_command.split)
 app.command("evaluate")(evaluate_command.evaluate)
+app.command("adapt")(adapt_command.adapt)
 app.command("predict")(predict_command.predict)
 app.command("explain")(explain_command.explain)
 app.command("export")(export_command.export)

@@ -76,6 +76,11 @@ class RunFolder:
         return self.path / "linear_probe.npz"
 
     @property
+    def seen_images(self) -> Path:
+        """Fingerprints of every image the model was trained, validated or adapted on (no pixels)."""
+        return self.path / "seen_images.npz"
+
+    @property
     def curves(self) -> Path:
         """Loss and accuracy per epoch."""
         return self.path / "curves.png"

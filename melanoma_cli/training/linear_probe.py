@@ -25,21 +25,27 @@ ABSENT_CLASS_LOGIT = -30.0
 
 @dataclass(frozen=True)
 class LinearProbe:
-    """A softmax layer's weights: kernel (features, classes) and bias (classes)."""
+    """A softmax layer's weights: kernel (features, classes) and bias (classes), and the mean and
+    scale of the features it was fitted on (what `adapt` measures its prior in)."""
 
     kernel: np.ndarray
     bias: np.ndarray
+    feature_mean: np.ndarray | None = None
+    feature_scale: np.ndarray | None = None
 
     def save(self, path: Path) -> None:
-        """Write both arrays to one .npz file, atomically."""
-        write_with(path, lambda tmp: np.savez(tmp, kernel=self.kernel, bias=self.bias))
+        """Write the arrays to one .npz file, atomically."""
+        statistics = ({} if self.feature_mean is None or self.feature_scale is None else
+                      {"feature_mean": self.feature_mean, "feature_scale": self.feature_scale})
+        write_with(path, lambda tmp: np.savez(tmp, kernel=self.kernel, bias=self.bias, **statistics))
 
     @classmethod
     def load(cls, path: Path) -> LinearProbe:
         """The probe saved at `path`; a one-line error if it is missing or damaged."""
         try:
             with np.load(path) as arrays:
-                return cls(arrays["kernel"], arrays["bias"])
+                return cls(arrays["kernel"], arrays["bias"], arrays.get("feature_mean"),
+                           arrays.get("feature_scale"))
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise MelanomaError(f"linear probe '{path}' cannot be read ({first_line(exc)}); delete it "
                                 "and resume the run to fit it again") from exc
@@ -91,4 +97,4 @@ def fit_probe(features: np.ndarray, labels: np.ndarray, num_classes: int, c: flo
     present = regression.classes_.astype(int)
     kernel[:, present] = (coef / scaler.scale_).T
     bias[present] = intercept - (coef / scaler.scale_) @ scaler.mean_
-    return LinearProbe(kernel, bias)
+    return LinearProbe(kernel, bias, scaler.mean_.astype(np.float32), scaler.scale_.astype(np.float32))

@@ -25,6 +25,7 @@ from melanoma_cli.config import Config, SourceConfig, load_config
 from melanoma_cli.data import report as data_report
 from melanoma_cli.data.images import Unreadable
 from melanoma_cli.data.preparation import PreparedData, prepare_data
+from melanoma_cli.data.seen import SeenImages
 from melanoma_cli.data.sources import source_name
 from melanoma_cli.runtime.run_folder import (
     ModelInfo,
@@ -192,6 +193,7 @@ def _finish(run: _Run, data_for_fit: TrainingData, interrupted: bool) -> TrainRe
         "train_images_per_second": round(epochs_run * len(data.train_labels) / seconds, 1),
     }
     _model_info(run, "incomplete" if interrupted else "complete", threshold, training).save(folder.path)
+    SeenImages.of([*data.split.train, *data.split.validation]).save(folder.seen_images)
     write_result(folder, metrics)
     run_summary = {"run_dir": str(folder.path), **metrics, "training": training}
     return TrainResult(folder.path, state.best_epoch, validation, interrupted, data.skipped, run_summary)
