@@ -50,6 +50,9 @@ class DataConfig:
     trust_sources: list[str] = field(default_factory=list)  # their copy and label win, first listed first
     near_duplicate_distance: int | None = 4  # perceptual-hash bits (null: exact copies only)
     holdout_dirs: list[str] = field(default_factory=list)
+    # other clinics' labelled sets that choose the checkpoint and the melanoma threshold with the
+    # validation split (--panel adds to these); never trained on
+    panel: list[SourceConfig] = field(default_factory=list)
     batch_size: int = 32
     min_images_per_class: int = 2
     classes: list[str] | None = None  # expected class folder names (None: whatever the data has)
@@ -130,7 +133,8 @@ class TrainConfig:
     schedule: Literal["constant", "cosine", "plateau"] = "constant"
     class_weights: bool = False
     label_smoothing: float = 0.0
-    monitor: Literal["val_balanced_accuracy", "val_accuracy", "val_loss"] = (
+    # panel_melanoma_auc: mean melanoma AUC of the validation split and every data.panel set
+    monitor: Literal["val_balanced_accuracy", "val_accuracy", "val_loss", "panel_melanoma_auc"] = (
         "val_balanced_accuracy"
     )
     early_stopping_patience: int = 0

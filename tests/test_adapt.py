@@ -59,7 +59,8 @@ def test_adapt_writes_a_run_that_predicts_with_a_threshold_set_on_the_sample(ens
     low, high = record["sensitivity"]["ci95"]
     assert low < record["sensitivity"]["value"] <= high  # 8 melanomas: a wide interval, stated
     info = json.loads((tmp_path / "adapted" / "model.json").read_text())
-    assert info["melanoma_threshold"] == record["threshold"] != info["training"]["adaptation"]["base_threshold"]
+    base = info["training"]["adaptation"]["base_threshold"]
+    assert info["melanoma_threshold"] == record["threshold"] != base
     assert info["training"]["adaptation"]["sample"] == str(sample.absolute())
     assert sorted((p.name, p.stat().st_mtime_ns) for p in ensemble_run.iterdir()) == before  # base untouched
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,11 @@ def train(
     holdout: list[Path] = typer.Option([], "--holdout",
                                        help="Folder whose image contents must never be trained on "
                                             "(repeatable)."),
+    panel: list[str] = typer.Option([], "--panel", metavar="[NAME=]PATH",
+                                    help="Another clinic's labelled set that chooses the checkpoint "
+                                         "(train.monitor: panel_melanoma_auc) and the melanoma "
+                                         "threshold with the validation split; never trained on "
+                                         "(repeatable; adds to data.panel)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
     resume: Path | None = typer.Option(None, "--resume", metavar="RUN",
                                        help="Continue an interrupted run folder from its last "
@@ -139,10 +145,13 @@ def train(
     sources = [parse_source(text) for text in data]
     if resume is not None:
         _refuse_with_resume(config=config, out=out_dir, set=overrides, holdout=holdout,
-                            overwrite=overwrite)
+                            overwrite=overwrite, panel=panel)
         start = functools.partial(training.resume, resume, sources)
     else:
         settings = load_config(config or "baseline.yaml", overrides)
+        if panel:
+            settings = dataclasses.replace(settings, data=dataclasses.replace(
+                settings.data, panel=[*settings.data.panel, *map(parse_source, panel)]))
         if not sources and not settings.data.sources:
             raise typer.BadParameter("missing (required unless the config lists data.sources, "
                                      "or --resume is given)", param_hint="'--data'")

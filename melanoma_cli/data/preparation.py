@@ -31,12 +31,13 @@ class PreparedData:
     unreadable_by_class: dict[str, int] = field(default_factory=dict)
 
 
-def holdout_index(folders: Sequence[Path]) -> HoldoutIndex:
-    """What identifies every image file below the holdout folders (any layout, any format)."""
+def holdout_index(folders: Sequence[Path], files: Sequence[Path] = ()) -> HoldoutIndex:
+    """What identifies every image file below the holdout folders (any layout, any format) and the
+    other held-out `files` (e.g. the panel sets')."""
     for folder in folders:
         if not folder.is_dir():
             raise MelanomaError(f"holdout folder '{folder}' does not exist or is not a folder")
-    paths = [p for p in iter_image_files(folders) if p.is_file()]  # a broken link holds nothing
+    paths = [p for p in [*iter_image_files(folders), *files] if p.is_file()]  # a broken link holds nothing
     images, _ = fingerprint_files(paths)
     return HoldoutIndex.of(images)
 
@@ -87,7 +88,7 @@ def _check_classes(scan: DatasetScan, expected: list[str] | None) -> None:
 
 
 def prepare_data(config: Config, sources: Sequence[SourceConfig] = (),
-                 holdout_dirs: Sequence[Path] = ()) -> PreparedData:
+                 holdout_dirs: Sequence[Path] = (), holdout_files: Sequence[Path] = ()) -> PreparedData:
     """Scan the sources (the config's, then `sources`), de-duplicate, split, decode, rebalance."""
     near, size = config.data.near_duplicate_distance, config.data.image_size
     scan = scan_sources([*config.data.sources, *sources], config.data.classes,
@@ -98,7 +99,7 @@ def prepare_data(config: Config, sources: Sequence[SourceConfig] = (),
         config.data.validation_split,
         config.seed,
         drop_conflicts=config.data.drop_conflicts,
-        holdout=holdout_index(holdout_dirs),
+        holdout=holdout_index(holdout_dirs, holdout_files),
         min_images_per_class=config.data.min_images_per_class,
         trust_sources=config.data.trust_sources,
         near_duplicate_distance=near,

@@ -63,7 +63,7 @@ class _Sample:
     images: list[Any]  # ImageFile facts (hashes), for the seen-images record
 
 
-def _base_model(model: Path) -> tuple[Path, Any, ModelInfo, LinearProbe, SeenImages | None]:
+def base_model(model: Path) -> tuple[Path, Any, ModelInfo, LinearProbe, SeenImages | None]:
     """The run folder, fine-tuned member, model.json, probe and seen images of the model to adapt."""
     from melanoma_cli.models.ensemble import fine_tuned_member
 
@@ -106,26 +106,56 @@ def _read_sample(spec: SourceConfig, info: ModelInfo, seen: SeenImages | None, c
                             f"at least {MIN_MELANOMAS} of each are needed to set a threshold")
     images = np.stack([scan.pixels.pop(image.path) for image in scan.images])
     progress("status", {"message": f"frozen features of {len(images)} sample images"})
-    features = frozen_features(config, images)
-    fine_tuned_probabilities = np.asarray(fine_tuned.predict(images.astype(np.float32), verbose=0,
-                                                             batch_size=config.data.batch_size))
+    features, fine_tuned_probabilities = member_inputs(config, fine_tuned, images)
     return _Sample(features, fine_tuned_probabilities, labels, counts, list(scan.unreadable), scan.images)
 
 
-def _out_of_fold(sample: _Sample, prior: LinearProbe, strength: float, seed: int) -> np.ndarray:
+def member_inputs(config: Any, fine_tuned: Any, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What adapting needs of each image: its frozen features and the fine-tuned member's
+    probabilities."""
+    features = frozen_features(config, images)
+    probabilities = fine_tuned.predict(images.astype(np.float32), verbose=0,
+                                       batch_size=config.data.batch_size)
+    return features, np.asarray(probabilities)
+
+
+@dataclass(frozen=True)
+class AdaptedHead:
+    """The refitted head, the melanoma threshold set on the sample, and what it promises."""
+
+    head: LinearProbe
+    threshold: float
+    promise: dict[str, Any]
+
+
+def _out_of_fold(features: np.ndarray, fine_tuned: np.ndarray, labels: np.ndarray, prior: LinearProbe,
+                 strength: float, seed: int) -> np.ndarray:
     """The adapted ensemble's probabilities of each sample image from a head fitted without it."""
     from sklearn.model_selection import StratifiedKFold
 
-    probabilities = np.zeros_like(sample.fine_tuned)
-    classes, counts = np.unique(sample.labels, return_counts=True)
-    strata = np.where(np.isin(sample.labels, classes[counts >= FOLDS]), sample.labels, -1)
+    probabilities = np.zeros_like(fine_tuned)
+    classes, counts = np.unique(labels, return_counts=True)
+    strata = np.where(np.isin(labels, classes[counts >= FOLDS]), labels, -1)
     folds = StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
-    for fit_rows, held_rows in folds.split(sample.features, strata):
-        head = fit_towards(prior, sample.features[fit_rows], sample.labels[fit_rows], strength,
-                           prior.feature_mean, prior.feature_scale)
-        probabilities[held_rows] = ensemble_probabilities(sample.fine_tuned[held_rows],
-                                                          head.probabilities(sample.features[held_rows]))
+    for fit_rows, held_rows in folds.split(features, strata):
+        head = fit_towards(prior, features[fit_rows], labels[fit_rows], strength, prior.feature_mean,
+                           prior.feature_scale)
+        probabilities[held_rows] = ensemble_probabilities(fine_tuned[held_rows],
+                                                          head.probabilities(features[held_rows]))
     return probabilities
+
+
+def adapt_head(features: np.ndarray, fine_tuned: np.ndarray, labels: np.ndarray, prior: LinearProbe,
+               melanoma: int, *, sensitivity: float, strength: float, seed: int) -> AdaptedHead:
+    """Refit the head on a sample's frozen `features` (with the fine-tuned member's probabilities
+    and the `labels`), and set the melanoma threshold on its out-of-fold probabilities."""
+    out_of_fold = _out_of_fold(features, fine_tuned, labels, prior, strength, seed)
+    is_melanoma = labels == melanoma
+    threshold = threshold_for_sensitivity(is_melanoma, out_of_fold[:, melanoma], sensitivity)
+    head = fit_towards(prior, features, labels, strength, prior.feature_mean, prior.feature_scale)
+    head = replace(head, feature_mean=prior.feature_mean, feature_scale=prior.feature_scale)
+    promise = _promise(is_melanoma, out_of_fold[:, melanoma], threshold, sensitivity)
+    return AdaptedHead(head, threshold, promise)
 
 
 def _promise(labels: np.ndarray, scores: np.ndarray, threshold: float, sensitivity: float) -> dict[str, Any]:
@@ -149,20 +179,17 @@ def adapt(sample: SourceConfig, model: Path, out: Path, *, sensitivity: float = 
     from melanoma_cli.models.ensemble import build_ensemble, build_probe
 
     check_run_folder(out, overwrite)
-    base_dir, fine_tuned, info, prior, seen = _base_model(model)
+    base_dir, fine_tuned, info, prior, seen = base_model(model)
     if Path(out).resolve() == base_dir.resolve():
         raise MelanomaError(f"--out '{out}' is the model being adapted; write the adapted model elsewhere")
     config = load_config(RunFolder(base_dir).config)
     progress("status", {"message": f"scanning and decoding the sample {sample.path}"})
     data = _read_sample(sample, info, seen, config, fine_tuned, progress)
-    melanoma = info.classes.index(info.melanoma_class)
     progress("status", {"message": "refitting the frozen-feature head, out of fold and on the whole sample"})
-    out_of_fold = _out_of_fold(data, prior, prior_strength, seed)
-    is_melanoma = data.labels == melanoma
-    threshold = threshold_for_sensitivity(is_melanoma, out_of_fold[:, melanoma], sensitivity)
-    head = fit_towards(prior, data.features, data.labels, prior_strength, prior.feature_mean,
-                       prior.feature_scale)
-    head = replace(head, feature_mean=prior.feature_mean, feature_scale=prior.feature_scale)
+    adapted = adapt_head(data.features, data.fine_tuned, data.labels, prior,
+                         info.classes.index(info.melanoma_class), sensitivity=sensitivity,
+                         strength=prior_strength, seed=seed)
+    head, threshold = adapted.head, adapted.threshold
     network = build_ensemble(fine_tuned, build_probe(config.model, info.image_size, head.kernel, head.bias))
 
     record = {
@@ -170,7 +197,7 @@ def adapt(sample: SourceConfig, model: Path, out: Path, *, sensitivity: float = 
         "sample": str(Path(sample.path).absolute()), "images": len(data.labels),
         "classes": data.counts, "prior_strength": prior_strength, "seed": seed,
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "threshold": threshold, **_promise(is_melanoma, out_of_fold[:, melanoma], threshold, sensitivity),
+        "threshold": threshold, **adapted.promise,
     }
     prepare_run_folder(out, overwrite)
     folder = RunFolder(out)

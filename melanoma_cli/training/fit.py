@@ -17,7 +17,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,7 @@ import numpy as np
 from melanoma_cli.config import Config
 from melanoma_cli.training.distribute import Distribution
 from melanoma_cli.training.linear_probe import ensemble_probabilities
+from melanoma_cli.training.panel import PanelSet, epoch_scores
 from melanoma_cli.training.run_record import RunRecord
 from melanoma_cli.training.trainer import (
     build_and_compile,
@@ -108,6 +109,8 @@ class TrainingData:
     steps_per_epoch: int
     class_weight: dict[int, float] | None
     val_probe: np.ndarray | None = None  # the fixed linear probe's validation probabilities, if any
+    panel: list[PanelSet] = field(default_factory=list)  # other clinics scored every epoch
+    melanoma_index: int | None = None
 
 
 def _callbacks(config: Config, data: TrainingData, record: RunRecord, interrupts: Interrupts,
@@ -143,17 +146,25 @@ def _callbacks(config: Config, data: TrainingData, record: RunRecord, interrupts
                 f"{prefix}accuracy": float((predicted == labels).mean()),
                 f"{prefix}balanced_accuracy": balanced}
 
+    def shipped(probabilities: np.ndarray, probe: np.ndarray | None) -> np.ndarray:
+        return probabilities if probe is None else ensemble_probabilities(probabilities, probe)
+
     class ValidationMetrics(WholeEpochCallback):
         """val_* score the model that ships: with a linear probe, the ensemble (the probe is fixed
         before epoch 1, so only the fine-tuned member changes); val_member_* the member alone."""
 
         def on_whole_epoch_end(self, epoch, logs):
             probabilities = self.model.predict(data.validation, verbose=0)
-            if data.val_probe is None:
-                logs.update(scores(probabilities, "val_"))
-                return
-            logs.update(scores(ensemble_probabilities(probabilities, data.val_probe), "val_"))
-            logs.update(scores(probabilities, "val_member_"))
+            validation = shipped(probabilities, data.val_probe)
+            logs.update(scores(validation, "val_"))
+            if data.val_probe is not None:
+                logs.update(scores(probabilities, "val_member_"))
+            if data.melanoma_index is not None:
+                melanoma = data.melanoma_index
+                members = [shipped(self.model.predict(member.dataset, verbose=0), member.probe)
+                           for member in data.panel]
+                logs.update(epoch_scores(labels == melanoma, validation[:, melanoma], data.panel,
+                                         [p[:, melanoma] for p in members]))
 
     class Recorder(WholeEpochCallback):
         def on_whole_epoch_end(self, epoch, logs):

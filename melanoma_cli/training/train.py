@@ -39,6 +39,14 @@ from melanoma_cli.stats.metrics import summary, threshold_for_sensitivity
 from melanoma_cli.training.distribute import Distribution, choose
 from melanoma_cli.training.fit import Interrupts, ProgressHook, TrainingData, fit
 from melanoma_cli.training.linear_probe import LinearProbe, ensemble_probabilities, fit_probe, frozen_features
+from melanoma_cli.training.panel import (
+    VALIDATION,
+    PanelSet,
+    load_panel,
+    panel_files,
+    panel_report,
+    panel_threshold,
+)
 from melanoma_cli.training.run_record import (
     RunRecord,
     TrainState,
@@ -135,6 +143,28 @@ def _fit_linear_probe(run: _Run) -> None:
     run.record["linear_probe_seconds"] = round(time.monotonic() - started, 1)
 
 
+def _melanoma_index(run: _Run) -> int:
+    melanoma = run.config.train.melanoma_class
+    if melanoma not in run.data.classes:
+        raise MelanomaError(f"config key 'data.panel' (or train.monitor: panel_melanoma_auc) scores the "
+                            f"melanoma flag, but the data has no class '{melanoma}' (train.melanoma_class)")
+    return run.data.classes.index(melanoma)
+
+
+def _panel(run: _Run) -> list[PanelSet]:
+    """The panel sets, decoded, as datasets, with the linear probe's probabilities if there is one."""
+    from melanoma_cli.data.pipeline import make_dataset
+
+    config = run.config
+    run.report("status", {"message": "panel: decoding " + ", ".join(s.path for s in config.data.panel)})
+    members = load_panel(config.data.panel, config.train.melanoma_class, config.data.image_size)
+    for member in members:
+        member.dataset = make_dataset(member.images, None, len(run.data.classes), config.data.batch_size)
+        if config.model.linear_probe:
+            member.probe = _probe_probabilities(run, member.images)
+    return members
+
+
 def _probe_probabilities(run: _Run, images: np.ndarray) -> np.ndarray:
     """The run's linear probe on `images` (its frozen features, then its softmax layer)."""
     run.report("status", {"message": f"linear probe: frozen features of {len(images)} validation images"})
@@ -145,6 +175,19 @@ def _probe_probabilities(run: _Run, images: np.ndarray) -> np.ndarray:
         raise MelanomaError(f"interrupted before the first epoch; start again with: "
                             f"melanoma train --resume '{run.folder.path}'")
     return LinearProbe.load(run.folder.linear_probe).probabilities(features)
+
+
+def _panel_threshold(run: _Run, best: Any, probabilities: np.ndarray,
+                     data: TrainingData) -> tuple[float | None, dict]:
+    """The threshold that keeps the sensitivity target on the validation split and every panel set,
+    and the panel's report at it."""
+    melanoma, target = data.melanoma_index, run.config.train.melanoma_sensitivity
+    sets = {VALIDATION: (run.data.val_labels == melanoma, probabilities[:, melanoma])}
+    for member in data.panel:
+        shipped = np.asarray(best.predict(member.dataset, verbose=0))
+        sets[member.name] = (member.is_melanoma, shipped[:, melanoma])
+    threshold = panel_threshold(sets, target)
+    return threshold, panel_report(sets, threshold, target)
 
 
 def _best_model(run: _Run, val_dataset: Any, val_probe: np.ndarray | None) -> tuple[Any, np.ndarray, dict]:
@@ -173,7 +216,9 @@ def _finish(run: _Run, data_for_fit: TrainingData, interrupted: bool) -> TrainRe
     best, probabilities, members = _best_model(run, data_for_fit.validation, data_for_fit.val_probe)
     save_model(best, folder.model)  # without optimizer state: a third of the size
     validation = summary(data.val_labels, probabilities, data.classes)
-    threshold = _melanoma_threshold(run, probabilities)
+    threshold, panel = _melanoma_threshold(run, probabilities), None
+    if data_for_fit.panel:
+        threshold, panel = _panel_threshold(run, best, probabilities, data_for_fit)
     epochs_run = len(read_history(folder))
     metrics = {
         "best_epoch": state.best_epoch,
@@ -182,6 +227,7 @@ def _finish(run: _Run, data_for_fit: TrainingData, interrupted: bool) -> TrainRe
                  "class_counts": run.record["class_counts"]},
         "validation": validation,
         **({"members": members} if members else {}),
+        **({"panel": panel} if panel else {}),
         "melanoma_threshold": threshold,
     }
     seconds = max(state.train_seconds, 1e-9)
@@ -225,6 +271,9 @@ def _train_run(run: _Run) -> TrainResult:
         if not run.folder.linear_probe.is_file():
             _fit_linear_probe(run)
         training_data.val_probe = _probe_probabilities(run, data.val_images)
+    if config.data.panel or config.train.monitor == "panel_melanoma_auc":
+        training_data.melanoma_index = _melanoma_index(run)
+        training_data.panel = _panel(run)
     record = RunRecord.open(run.folder, config.train.monitor, run.state)
     interrupted = fit(config, training_data, record, run.report, run.distribution)
     if run.state.best_epoch is None:
@@ -303,7 +352,7 @@ def _train(config: Config, sources: Sequence[SourceConfig], out: Path, overwrite
             if not overwrite and out.is_dir() and _is_resumable(out) else "use --overwrite to replace it")
     check_run_folder(out, overwrite, hint)  # before the slow part; nothing is replaced until data is ready
     report("status", {"message": "scanning and decoding " + ", ".join(s["path"] for s in recorded)})
-    data = prepare_data(config, sources, holdouts)
+    data = prepare_data(config, sources, holdouts, panel_files(config.data.panel))
     prepare_run_folder(out, overwrite)
     write_text(folder.config, config.to_yaml())
     write_split(folder, data.split)
@@ -406,7 +455,8 @@ def _resume(folder: RunFolder, sources: Sequence[SourceConfig], report: Progress
     report("status", {"message": f"resuming '{folder.path}' after epoch {state.epochs_done}: "
                                  "scanning and decoding " + ", ".join(s.path for s in specs)})
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, sources=[]))
-    data = prepare_data(config, specs, [Path(p) for p in record["holdout_dirs"]])
+    holdouts = [Path(p) for p in record["holdout_dirs"]]
+    data = prepare_data(config, specs, holdouts, panel_files(config.data.panel))
     _check_same_data(folder, info, data)
     run = _Run(config, folder, data, record, state, report, distribution)
     _report_data(run)
