@@ -1,19 +1,21 @@
-"""Typed configuration loaded from YAML: unknown keys and wrong types are errors naming the key."""
+"""Typed configuration loaded from YAML: unknown keys and wrong types are errors naming the key.
+
+Each section is a pydantic model: strict types (no "5" for 5, no true for 1), ranges declared on
+the fields, and no unknown keys. Validation errors become one `MelanomaError` line naming the key.
+"""
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import difflib
 import hashlib
 import json
-import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from melanoma_cli.models.backbones.registry import Backbone
 from melanoma_cli.utils.errors import MelanomaError
@@ -24,8 +26,13 @@ BUNDLED_CONFIG_DIRS = (
 )
 
 
-@dataclass
-class SourceConfig:
+class _Section(BaseModel):
+    """A config section: strict types and no unknown keys."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class SourceConfig(_Section):
     """One training source: a folder per class, or images/ with a labels CSV (`labels.csv`)."""
 
     path: str
@@ -35,281 +42,254 @@ class SourceConfig:
     file_column: str = "file"
     label_column: str = "label"
     group_column: str | None = "group"  # images of one lesion share a value (optional column)
-    label_map: dict[str, str | None] = field(default_factory=dict)  # CSV label -> class (null: skip)
+    label_map: dict[str, str | None] = Field(default_factory=dict)  # CSV label -> class (null: skip)
+
+    def __init__(self, path: str | None = None, /, **values: Any) -> None:
+        """`SourceConfig("folder")` is `SourceConfig(path="folder")`."""
+        if path is not None:
+            values["path"] = path
+        super().__init__(**values)
 
 
-@dataclass
-class DataConfig:
+class DataConfig(_Section):
     """Where images come from and how they are split."""
 
-    sources: list[SourceConfig] = field(default_factory=list)  # --data adds to these
-    image_size: int = 180
-    validation_split: float = 0.2
+    sources: list[SourceConfig] = Field(default_factory=list)  # --data adds to these
+    image_size: int = Field(180, ge=16)
+    validation_split: float = Field(0.2, gt=0, lt=1)
     validation_source: str | None = None  # a source that validates instead of a random split
     drop_conflicts: bool = True
-    trust_sources: list[str] = field(default_factory=list)  # their copy and label win, first listed first
-    near_duplicate_distance: int | None = 4  # perceptual-hash bits (null: exact copies only)
-    holdout_dirs: list[str] = field(default_factory=list)
+    trust_sources: list[str] = Field(default_factory=list)  # their copy and label win, first listed first
+    near_duplicate_distance: int | None = Field(4, ge=0, le=16)  # hash bits (null: exact copies only)
+    holdout_dirs: list[str] = Field(default_factory=list)
     # other clinics' labelled sets that choose the checkpoint and the melanoma threshold with the
     # validation split (--panel adds to these); never trained on
-    panel: list[SourceConfig] = field(default_factory=list)
-    batch_size: int = 32
-    min_images_per_class: int = 2
-    classes: list[str] | None = None  # expected class folder names (None: whatever the data has)
+    panel: list[SourceConfig] = Field(default_factory=list)
+    batch_size: int = Field(32, ge=1)
+    min_images_per_class: int = Field(2, ge=2)
+    classes: list[str] | None = Field(None, min_length=2)  # expected class names (None: what the data has)
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct(cls, classes: list[str] | None) -> list[str] | None:
+        if classes is not None and len(set(classes)) != len(classes):
+            raise ValueError("must not repeat a name")
+        return classes
 
 
-@dataclass
-class AugmentConfig:
+class AugmentConfig(_Section):
     """On-the-fly augmentation of training batches: flips, rotation, zoom and translation fused
     into one projective transform per image, then per-image colour jitter (data/pipeline.py)."""
 
     enabled: bool = False
     flip: bool = True
-    rotation: float = 0.5
-    zoom: float = 0.1
-    translation: float = 0.0
-    contrast: float = 0.1
-    brightness: float = 0.1
-    saturation: float = 0.0  # random saturation change up to this fraction
-    hue: float = 0.0  # random hue shift up to this fraction of the colour wheel
+    rotation: float = Field(0.5, ge=0, le=1)  # up to this fraction of a turn
+    zoom: float = Field(0.1, ge=0, lt=1)
+    translation: float = Field(0.0, ge=0, lt=1)
+    contrast: float = Field(0.1, ge=0, lt=1)
+    brightness: float = Field(0.1, ge=0, lt=1)
+    saturation: float = Field(0.0, ge=0, lt=1)  # random saturation change up to this fraction
+    hue: float = Field(0.0, ge=0, le=0.5)  # random hue shift up to this fraction of the colour wheel
 
 
-@dataclass
-class RebalanceConfig:
+class RebalanceConfig(_Section):
     """Augmentor operations used by `melanoma rebalance` and the train-split rebalancing stage."""
 
     enabled: bool = False
-    target: int | None = None
-    rotate_probability: float = 0.7
-    max_rotation: int = 25
-    flip_probability: float = 0.5
-    zoom_probability: float = 0.3
-    max_zoom: float = 1.2
-    brightness_probability: float = 0.3
-    max_brightness_change: float = 0.15
-    contrast_probability: float = 0.3
-    max_contrast_change: float = 0.15
+    target: int | None = Field(None, ge=1)
+    rotate_probability: float = Field(0.7, ge=0, le=1)
+    max_rotation: int = Field(25, ge=0, le=25)  # degrees (Augmentor's limit)
+    flip_probability: float = Field(0.5, ge=0, le=1)
+    zoom_probability: float = Field(0.3, ge=0, le=1)
+    max_zoom: float = Field(1.2, ge=1)  # 1: no zoom
+    brightness_probability: float = Field(0.3, ge=0, le=1)
+    max_brightness_change: float = Field(0.15, ge=0, le=1)
+    contrast_probability: float = Field(0.3, ge=0, le=1)
+    max_contrast_change: float = Field(0.15, ge=0, le=1)
 
 
-@dataclass
-class StageConfig:
+class StageConfig(_Section):
     """One fine-tuning stage: which part of the model trains, for how long, at what rate."""
 
-    epochs: int = 5
-    learning_rate: float = 1e-3
-    trainable: str = "all"
+    epochs: int = Field(5, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    trainable: str = "all"  # 'head', 'all' or the number of top backbone blocks to train
+
+    @field_validator("trainable")
+    @classmethod
+    def _known_part(cls, trainable: str) -> str:
+        if trainable not in ("head", "all") and not trainable.isdigit():
+            raise ValueError("must be 'head', 'all' or the number of top backbone blocks to train")
+        return trainable
 
 
-@dataclass
-class ModelConfig:
+class ModelConfig(_Section):
     """The network: a custom CNN (`backbone: none`) or a pretrained backbone with a new head."""
 
     backbone: Literal["none", Backbone] = "none"
     weights: str = "none"
     color_constancy: Literal["none", "shades_of_gray"] = "none"  # inside the model: predict applies it too
-    filters: list[int] = field(default_factory=lambda: [32, 64, 128])
-    convs_per_block: int = 1
-    kernel_size: int = 3
+    filters: list[int] = Field(default_factory=lambda: [32, 64, 128], min_length=1)
+    convs_per_block: int = Field(1, ge=1)
+    kernel_size: int = Field(3, ge=1)
     batch_norm: bool = True
-    block_dropout: float = 0.0
+    block_dropout: float = Field(0.0, ge=0, lt=1)
     pooling: Literal["max", "average"] = "max"
-    dense_units: int = 128
-    dropout: float = 0.5
+    dense_units: int = Field(128, ge=0)  # 0: no dense layer
+    dropout: float = Field(0.5, ge=0, lt=1)
     # average with a logistic-regression head on the backbone's frozen pretrained features
     linear_probe: bool = False
-    linear_probe_c: float = 0.01  # inverse L2 strength of that head (scikit-learn's C)
+    linear_probe_c: float = Field(0.01, gt=0)  # inverse L2 strength of that head (scikit-learn's C)
     # what it reads: the backbone's pooled output ("top"), or every stage's pooled output ("stages")
     linear_probe_features: Literal["top", "stages"] = "top"
 
+    @field_validator("filters")
+    @classmethod
+    def _positive_filters(cls, filters: list[int]) -> list[int]:
+        if not all(f > 0 for f in filters):
+            raise ValueError("must be positive")
+        return filters
 
-@dataclass
-class TrainConfig:
+    @field_validator("linear_probe")
+    @classmethod
+    def _probe_needs_backbone(cls, linear_probe: bool, info: ValidationInfo) -> bool:
+        if linear_probe and info.data.get("backbone") == "none":
+            raise ValueError("needs a pretrained backbone (model.backbone is 'none')")
+        return linear_probe
+
+    @field_validator("linear_probe_features")
+    @classmethod
+    def _stages_need_lite0(cls, features: str, info: ValidationInfo) -> str:
+        if features == "stages" and info.data.get("backbone") != "efficientnet_lite0":
+            raise ValueError("'stages' needs model.backbone: efficientnet_lite0")
+        return features
+
+
+class TrainConfig(_Section):
     """The optimisation: optimiser, schedule, loss options, early stopping and stages."""
 
-    epochs: int = 20
+    epochs: int = Field(20, ge=1)
     optimizer: Literal["adam", "adamw"] = "adam"
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
     schedule: Literal["constant", "cosine", "plateau"] = "constant"
     class_weights: bool = False
-    label_smoothing: float = 0.0
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
     # panel_melanoma_auc: mean melanoma AUC of the validation split and every data.panel set
     monitor: Literal["val_balanced_accuracy", "val_accuracy", "val_loss", "panel_melanoma_auc"] = (
-        "val_balanced_accuracy"
-    )
-    early_stopping_patience: int = 0
-    stages: list[StageConfig] = field(default_factory=list)
+        "val_balanced_accuracy")
+    early_stopping_patience: int = Field(0, ge=0)
+    stages: list[StageConfig] = Field(default_factory=list)
     melanoma_class: str = "melanoma"
-    melanoma_sensitivity: float = 0.85
+    melanoma_sensitivity: float = Field(0.85, gt=0, le=1)
     # tf.distribute strategy: auto (mirrored over several GPUs, else none), none (one device),
     # mirrored (every local GPU), multi_worker (the machines in TF_CONFIG)
     distribute: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
     mixed_precision: bool = False  # float16 compute on GPUs (refused without one)
 
 
-@dataclass
-class Config:
+class Config(_Section):
     """The whole run configuration."""
 
-    seed: int = 123
-    data: DataConfig = field(default_factory=DataConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    rebalance: RebalanceConfig = field(default_factory=RebalanceConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The config as plain YAML/JSON-ready data."""
-        return dataclasses.asdict(self)
+    seed: int = Field(123, ge=0, le=2**32 - 1)
+    data: DataConfig = Field(default_factory=DataConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    rebalance: RebalanceConfig = Field(default_factory=RebalanceConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
     def to_yaml(self) -> str:
         """The fully resolved config as YAML text."""
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return yaml.safe_dump(self.model_dump(), sort_keys=False)
 
     def fingerprint(self) -> str:
         """A short hash identifying this exact configuration."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
+        text = json.dumps(self.model_dump(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(v) for v in typing.get_args(tp))
-    if origin in (types.UnionType, typing.Union):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is dict:
-        return "a mapping"
-    if origin is list:
-        item = _type_name(typing.get_args(tp)[0]).removeprefix("an ").removeprefix("a ")
-        return f"a list of {item}s"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(
-        tp, "null" if tp is type(None) else str(tp)
-    )
+# What a value of the wrong type was expected to be, by pydantic error type
+_EXPECTED = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true/false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "none_required": "null",
+}
+_BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
 
 
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Check `value` against the annotation `tp`; return it converted (int -> float)."""
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        if value in typing.get_args(tp):
-            return value
-    elif origin in (types.UnionType, typing.Union):
-        for option in typing.get_args(tp):
-            try:
-                return _convert(value, option, key)
-            except MelanomaError:
-                continue
-    elif origin is dict:
-        if isinstance(value, dict):
-            key_type, value_type = typing.get_args(tp)
-            return {_convert(k, key_type, key): _convert(v, value_type, f"{key}.{k}")
-                    for k, v in value.items()}
-    elif origin is list:
-        if isinstance(value, list):
-            (item_type,) = typing.get_args(tp)
-            return [_convert(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
-    elif dataclasses.is_dataclass(tp):
-        if isinstance(value, dict):
-            return _build(tp, value, key)
-    elif tp is type(None):
-        if value is None:
-            return None
-    elif tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif isinstance(value, tp):
-        return value
-    raise MelanomaError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+def _key(loc: tuple[int | str, ...]) -> str:
+    """('train', 'stages', 1, 'epochs') -> 'train.stages[1].epochs'."""
+    key = ""
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else f".{part}" if key else str(part)
+    return key
 
 
-def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    known = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for name, value in values.items():
-        key = f"{prefix}.{name}" if prefix else str(name)
-        if name not in known:
-            close = difflib.get_close_matches(str(name), known, n=1)
-            hint = f" (did you mean '{prefix + '.' if prefix else ''}{close[0]}'?)" if close else ""
-            raise MelanomaError(f"unknown config key '{key}'{hint}")
-        kwargs[name] = _convert(value, hints[name], key)
-    return cls(**kwargs)
+def _field_at(loc: tuple[int | str, ...]) -> tuple[Any, list[Any]]:
+    """The annotation and constraints of the config key at `loc` (list items: the item type)."""
+    annotation: Any = Config
+    metadata: list[Any] = []
+    for part in loc:
+        if isinstance(part, str) and isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields[part]
+            annotation, metadata = field.annotation, field.metadata
+        else:
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            annotation, metadata = args[-1] if args else None, []
+    return annotation, metadata
 
 
-def _check_ranges(config: Config) -> None:
-    """Values that have the right type but make no sense."""
-    checks = [
-        (0 <= config.seed < 2**32, "seed", "must be in [0, 4294967295]"),
-        (config.data.image_size >= 16, "data.image_size", "must be at least 16"),
-        (0 < config.data.validation_split < 1, "data.validation_split", "must be in (0, 1)"),
-        (config.data.batch_size >= 1, "data.batch_size", "must be at least 1"),
-        (config.data.near_duplicate_distance is None or 0 <= config.data.near_duplicate_distance <= 16,
-         "data.near_duplicate_distance", "must be in [0, 16] bits, or null"),
-        (config.data.min_images_per_class >= 2, "data.min_images_per_class", "must be >= 2"),
-        (len(config.model.filters) > 0, "model.filters", "must not be empty"),
-        (all(f > 0 for f in config.model.filters), "model.filters", "must be positive"),
-        (config.model.convs_per_block >= 1, "model.convs_per_block", "must be at least 1"),
-        (config.model.kernel_size >= 1, "model.kernel_size", "must be at least 1"),
-        (0 <= config.model.dropout < 1, "model.dropout", "must be in [0, 1)"),
-        (0 <= config.model.block_dropout < 1, "model.block_dropout", "must be in [0, 1)"),
-        (config.model.dense_units >= 0, "model.dense_units", "must be >= 0 (0: no dense layer)"),
-        (not config.model.linear_probe or config.model.backbone != "none", "model.linear_probe",
-         "needs a pretrained backbone (model.backbone is 'none')"),
-        (config.model.linear_probe_c > 0, "model.linear_probe_c", "must be positive"),
-        (config.model.linear_probe_features == "top" or config.model.backbone == "efficientnet_lite0",
-         "model.linear_probe_features", "'stages' needs model.backbone: efficientnet_lite0"),
-        (config.train.epochs >= 1, "train.epochs", "must be at least 1"),
-        (config.train.learning_rate > 0, "train.learning_rate", "must be positive"),
-        (config.train.weight_decay >= 0, "train.weight_decay", "must be >= 0"),
-        (0 <= config.train.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)"),
-        (config.train.early_stopping_patience >= 0, "train.early_stopping_patience", "must be >= 0"),
-        (0 < config.train.melanoma_sensitivity <= 1, "train.melanoma_sensitivity", "must be in (0, 1]"),
-        (config.rebalance.target is None or config.rebalance.target >= 1, "rebalance.target",
-         "must be at least 1"),
-        (0 <= config.augment.rotation <= 1, "augment.rotation", "must be in [0, 1] (turns)"),
-        (0 <= config.augment.zoom < 1, "augment.zoom", "must be in [0, 1)"),
-        (0 <= config.augment.translation < 1, "augment.translation", "must be in [0, 1)"),
-        (0 <= config.augment.contrast < 1, "augment.contrast", "must be in [0, 1)"),
-        (0 <= config.augment.brightness < 1, "augment.brightness", "must be in [0, 1)"),
-        (0 <= config.augment.saturation < 1, "augment.saturation", "must be in [0, 1)"),
-        (0 <= config.augment.hue <= 0.5, "augment.hue", "must be in [0, 0.5]"),
-    ]
-    rebalance = config.rebalance
-    for name in ("rotate", "flip", "zoom", "brightness", "contrast"):
-        checks.append((0 <= getattr(rebalance, f"{name}_probability") <= 1,
-                       f"rebalance.{name}_probability", "must be in [0, 1]"))
-    checks += [
-        (0 <= rebalance.max_rotation <= 25, "rebalance.max_rotation",
-         "must be in [0, 25] (degrees, Augmentor's limit)"),
-        (rebalance.max_zoom >= 1, "rebalance.max_zoom", "must be at least 1 (1: no zoom)"),
-        (0 <= rebalance.max_brightness_change <= 1, "rebalance.max_brightness_change",
-         "must be in [0, 1]"),
-        (0 <= rebalance.max_contrast_change <= 1, "rebalance.max_contrast_change",
-         "must be in [0, 1]"),
-    ]
-    classes = config.data.classes
-    if classes is not None:
-        checks += [
-            (len(classes) >= 2, "data.classes", "must name at least two classes"),
-            (len(set(classes)) == len(classes), "data.classes", "must not repeat a name"),
-        ]
-    for i, stage in enumerate(config.train.stages):
-        key = f"train.stages[{i}]"
-        checks += [
-            (stage.epochs >= 1, f"{key}.epochs", "must be at least 1"),
-            (stage.learning_rate > 0, f"{key}.learning_rate", "must be positive"),
-            (stage.trainable in ("head", "all") or stage.trainable.isdigit(), f"{key}.trainable",
-             "must be 'head', 'all' or the number of top backbone blocks to train"),
-        ]
-    for ok, key, message in checks:
-        if not ok:
-            raise MelanomaError(f"config key '{key}' {message}")
+def _range(loc: tuple[int | str, ...]) -> str:
+    """What the key's declared bounds allow, as `must be ...` text."""
+    annotation, metadata = _field_at(loc)
+    bound = {name: getattr(m, name) for m in metadata for name in ("ge", "gt", "le", "lt")
+             if hasattr(m, name)}
+    low = f"[{bound['ge']}" if "ge" in bound else f"({bound['gt']}" if "gt" in bound else None
+    high = f"{bound['le']}]" if "le" in bound else f"{bound['lt']})" if "lt" in bound else None
+    if low and high:
+        text = f"in {low}, {high}"
+    elif low == "(0":
+        text = "positive"
+    elif low:
+        text = f"at least {bound['ge']}" if "ge" in bound else f"greater than {bound['gt']}"
+    else:
+        text = f"at most {bound['le']}" if "le" in bound else f"less than {bound.get('lt')}"
+    nullable = type(None) in typing.get_args(annotation)
+    return f"must be {text}" + (", or null" if nullable else "")
+
+
+def _message(error: Any) -> str:
+    """One pydantic error as the one-line message users see."""
+    loc, kind = error["loc"], error["type"]
+    if loc[-1:] == ("[key]",):  # a mapping's key (e.g. of label_map) of the wrong type: the mapping
+        loc = loc[:-2]
+    key = _key(loc)
+    if kind in ("extra_forbidden", "invalid_key"):  # a key no section has (or not a string)
+        parent, _ = _field_at(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), list(parent.model_fields), n=1)
+        prefix = _key(loc[:-1]) + "." if loc[:-1] else ""
+        hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+        return f"unknown config key '{prefix}{loc[-1]}'{hint}"
+    if kind == "literal_error":
+        return f"config key '{key}': expected one of {error['ctx']['expected']}, got {error['input']!r}"
+    if kind in _EXPECTED:
+        return f"config key '{key}': expected {_EXPECTED[kind]}, got {error['input']!r}"
+    if kind in _BOUNDS:
+        return f"config key '{key}' {_range(loc)}"
+    if kind == "too_short":
+        minimum = error["ctx"]["min_length"]
+        return f"config key '{key}' " + ("must not be empty" if minimum == 1 else
+                                         f"must have at least {minimum} entries")
+    if kind == "value_error":
+        return f"config key '{key}' {error['ctx']['error']}"
+    if kind == "missing":
+        return f"config key '{key}' is required"
+    return f"config key '{key}': {error['msg']}"
 
 
 def find_config(name: str | Path) -> Path:
@@ -360,9 +340,10 @@ def parse_config(values: dict[str, Any], overrides: list[str] | tuple[str, ...] 
     values = copy.deepcopy(values)
     for override in overrides:
         _apply_override(values, override)
-    config = _build(Config, values, "")
-    _check_ranges(config)
-    return config
+    try:
+        return Config.model_validate(values)
+    except ValidationError as exc:
+        raise MelanomaError(_message(exc.errors(include_url=False)[0])) from exc
 
 
 def load_config(name: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -80,6 +80,23 @@ def test_integer_is_accepted_where_a_number_is_expected():
         ({"data": "big"}, "config key 'data': expected a mapping"),
         ({"train": {"melanoma_class": datetime.date(2020, 1, 1)}},  # YAML reads 2020-01-01 as a date
          "config key 'train.melanoma_class': expected a string, got datetime.date(2020, 1, 1)"),
+        ({"train": {"stages": [{"epochs": 1}, {"epochs": 0}]}},
+         "config key 'train.stages[1].epochs' must be at least 1"),
+        ({"train": {"stages": [{"epoch": 1}]}},
+         "unknown config key 'train.stages[0].epoch' (did you mean 'train.stages[0].epochs'?)"),
+        ({"data": {"near_duplicate_distance": 17}},
+         "config key 'data.near_duplicate_distance' must be in [0, 16], or null"),
+        ({"data": {"validation_split": 1}}, "config key 'data.validation_split' must be in (0, 1)"),
+        ({"train": {"learning_rate": 0}}, "config key 'train.learning_rate' must be positive"),
+        ({"train": {"learning_rate": "1e-3"}}, "config key 'train.learning_rate': expected a number"),
+        ({"data": {"drop_conflicts": 1}}, "config key 'data.drop_conflicts': expected true/false, got 1"),
+        ({"data": {"classes": ["a", "a"]}}, "config key 'data.classes' must not repeat a name"),
+        ({"data": {"sources": [{"name": "clinic"}]}}, "config key 'data.sources[0].path' is required"),
+        ({"data": {"sources": [{"path": "a", "label_map": {1: "melanoma"}}]}},
+         "config key 'data.sources[0].label_map': expected a string, got 1"),
+        ({"model": {"filters": [8, 0]}}, "config key 'model.filters' must be positive"),
+        ({"model": {"linear_probe": True}}, "config key 'model.linear_probe' needs a pretrained backbone"),
+        ({1: 2}, "unknown config key '1'"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, values, message):

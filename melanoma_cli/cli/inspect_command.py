@@ -1,4 +1,4 @@
-"""`melanoma inspect-dataset`: a health report of a folder-per-class dataset (no TensorFlow)."""
+"""`melanoma inspect-dataset`: the health report of training sources, cleaned as `train` cleans them."""
 
 from __future__ import annotations
 
@@ -25,12 +25,14 @@ def _class_table(report: dict[str, Any]) -> Table:
     table.add_column("class")
     table.add_column("images", justify="right")
     table.add_column("share", justify="right")
+    table.add_column("kept by training", justify="right")
+    kept = report["cleaning"]["kept_by_class"]
     for name, count in report["classes"].items():
-        table.add_row(escape(name), str(count), f"{report['share'][name]:.1%}")
+        table.add_row(escape(name), str(count), f"{report['share'][name]:.1%}", str(kept[name]))
     table.add_section()
     ratio = report["imbalance_ratio"]
-    table.add_row("total", str(report["total"]), "")
-    table.add_row("imbalance (largest/smallest)", "-" if ratio is None else f"{ratio:.2f}", "")
+    table.add_row("total", str(report["total"]), "", str(sum(kept.values())))
+    table.add_row("imbalance (largest/smallest)", "-" if ratio is None else f"{ratio:.2f}", "", "")
     return table
 
 
@@ -92,9 +94,11 @@ def _labels(first: str, second: str) -> str:
 
 
 def _near_tables(report: dict[str, Any]) -> list[Table]:
-    """Perceptual look-alikes: a separate, clearly labelled list (they may be legitimate)."""
-    root, test_root, threshold = report["root"], report["test_dir"], report["near_threshold"]
-    label = f"perceptual hash, Hamming distance <= {threshold}, not byte-identical"
+    """Files that training takes for one picture without their being byte-identical."""
+    root, test_root = report["root"], report["test_dir"]
+    distance = report["cleaning"]["near_duplicate_distance"]
+    label = (f"the same picture as training matches it: perceptual hash within {distance} bits and "
+             "matching 16x16 thumbnails, not byte-identical")
     tables = []
     if report["near_duplicates"]:
         rows = [[str(p["distance"]), _short(p["paths"][0], root), _short(p["paths"][1], root),
@@ -105,7 +109,7 @@ def _near_tables(report: dict[str, Any]) -> list[Table]:
         rows = [[str(p["distance"]), _short(p["test_path"], test_root),
                  _short(p["train_path"], root), _labels(p["test_class"], p["train_class"])]
                 for p in report["test_near_overlap"]]
-        tables.append(_table("Near leakage: test files resembling training files",
+        tables.append(_table("Near leakage: test files showing a training picture",
                              ["distance", "test file", "training file", "labels"], rows,
                              caption=label))
     return tables
@@ -122,6 +126,7 @@ def _verdict(report: dict[str, Any]) -> str:
         "near-duplicate pairs": len(report["near_duplicates"]),
         "near-leakage pairs": len(report.get("test_near_overlap", [])),
         "label conflicts across sources": len(report["label_conflicts"]) if len(report["sources"]) > 1 else 0,
+        "images held out": report["cleaning"]["dropped"]["holdout_overlap"],
     }
     found = [f"{n} {what}" for what, n in counts.items() if n]
     if not found:
@@ -132,29 +137,50 @@ def _verdict(report: dict[str, Any]) -> str:
 def _sources_table(report: dict[str, Any]) -> Table:
     """What training would keep of each source, and why the rest goes."""
     table = Table(title="Sources (as training de-duplicates them)")
-    for column in ("source", "format", "images", "kept", "copies of another", "label conflicts"):
+    for column in ("source", "format", "images", "kept", "copies of another", "label conflicts",
+                   "held out"):
         table.add_column(column, justify="left" if column in ("source", "format") else "right")
     for source in report["sources"]:
-        table.add_row(escape(source["name"]), source["format"], str(source.get("images", 0)),
-                      str(source.get("kept", 0)), str(source.get("duplicates", 0)),
-                      str(source.get("conflicts", 0)))
+        table.add_row(escape(source["name"]), source["format"],
+                      *(str(source.get(key, 0)) for key in ("images", "kept", "duplicates", "conflicts",
+                                                              "holdout")))
     return table
+
+
+def _kept(conflict: dict[str, Any]) -> str:
+    """What training keeps of a conflicting picture."""
+    if not conflict["kept"]:
+        return "dropped"
+    return "\n".join(escape(f"{Path(k['path']).name} as {k['label']}") for k in conflict["kept"])
 
 
 def _conflict_table(report: dict[str, Any]) -> Table:
     rows = [["\n".join(escape(f"{path} ({source})") for path, source in
                         zip(c["paths"], c["sources"], strict=True)),
-             escape(" / ".join(c["labels"]))] for c in report["label_conflicts"]]
+             escape(" / ".join(c["labels"])), _kept(c)] for c in report["label_conflicts"]]
     return _table("Label conflicts: one picture (same bytes, ISIC id or content) with different "
-                  "labels", ["copies", "labels"], rows,
-                  caption="training drops these (data.drop_conflicts) unless data.trust_sources settles them")
+                  "labels", ["copies", "labels", "training keeps"], rows,
+                  caption="data.drop_conflicts drops them unless data.trust_sources settles them")
+
+
+def _cleaning_line(report: dict[str, Any]) -> str:
+    """The config's cleaning rules the report follows."""
+    cleaning = report["cleaning"]
+    distance = cleaning["near_duplicate_distance"]
+    near = "exact copies only" if distance is None else f"near duplicates within {distance} bits"
+    conflicts = "dropped" if cleaning["drop_conflicts"] else "kept once per label"
+    trusted = ", ".join(cleaning["trust_sources"]) or "none"
+    return (f"cleaning as train does: {near}; label conflicts {conflicts} "
+            f"({cleaning['conflicts_resolved']} settled by trusted sources: {trusted}); "
+            f"holdout folders: {len(cleaning['holdout_dirs'])}")
 
 
 def _print_report(report: dict[str, Any]) -> None:
     out.print(_class_table(report))
-    if len(report["sources"]) > 1 or report["label_conflicts"]:
+    out.print(escape(_cleaning_line(report)), highlight=False)
+    if len(report["sources"]) > 1 or report["label_conflicts"] or report["cleaning"]["holdout_dirs"]:
         out.print(_sources_table(report))
-    if len(report["sources"]) > 1 and report["label_conflicts"]:
+    if report["label_conflicts"]:
         out.print(_conflict_table(report))
     for line in _image_lines(report):
         out.print(escape(line), highlight=False)
@@ -170,30 +196,47 @@ def _print_report(report: dict[str, Any]) -> None:
 
 @handle_errors
 def inspect_dataset(
-    data: Annotated[list[Path], typer.Argument(
-        help="Data sources: folders with one subfolder per class, or with labels.csv beside "
-             "images/ (several are checked together for shared images and label conflicts).")],
-    test_dir: Annotated[Path | None, typer.Option(
-        "--test-dir", help="Test folder (one subfolder per class) to check for leakage.")] = None,
-    near_threshold: Annotated[int, typer.Option(
-        "--near-threshold", min=0, max=64,
-        help="Largest perceptual-hash Hamming distance (bits of 64) reported as a near "
-             "duplicate; 0 turns the near-duplicate search off.")] = 4,
+    data: Annotated[list[str] | None, typer.Argument(
+        metavar="SOURCE",
+        help="Data sources (PATH or NAME=PATH), added to the config's data.sources as `train --data` "
+             "adds them: folders with one subfolder per class, or with labels.csv beside images/ "
+             "(several are checked together for shared images and label conflicts).")] = None,
+    config: Annotated[str | None, typer.Option(
+        "--config", "-c",
+        help="The YAML config `train` would take (a path or a bundled name): the report follows "
+             "its data section (sources, classes, image size, near-duplicate distance, conflicts, "
+             "trusted sources, holdout folders) \\[default: baseline.yaml].")] = None,
+    overrides: Annotated[list[str] | None, typer.Option(
+        "--set", "-s", metavar="KEY=VALUE",
+        help="Override a config value, e.g. data.near_duplicate_distance=null (repeatable).")] = None,
+    test_dir: Annotated[str | None, typer.Option(
+        "--test-dir", metavar="PATH",
+        help="Test set to check for leakage: a folder per class, or labels.csv beside images/.")] = None,
     plot: Annotated[Path | None, typer.Option(
         "--plot", help="Write a class distribution bar chart to this file (e.g. classes.png).")
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Report class balance, unreadable files, duplicates, label conflicts and test leakage.
+    """Report class balance, unreadable files, duplicates, label conflicts and test leakage, and
+    what `train` with the same config keeps of each source and class.
 
-    Exits 0 whenever the folder could be scanned, even if it found problems.
+    Exits 0 whenever the sources could be scanned, even if it found problems.
     """
+    from melanoma_cli.config import load_config
     from melanoma_cli.data.inspection import inspect_dataset as run_inspection
+    from melanoma_cli.data.sources import parse_source
 
+    settings = load_config(config or "baseline.yaml", overrides or [])
+    sources = [parse_source(text) for text in data or []]
+    if not sources and not settings.data.sources:
+        raise typer.BadParameter("missing (required unless the config lists data.sources)",
+                                 param_hint="'SOURCE...'")
     if plot is not None and not plot.parent.is_dir():
         raise MelanomaError(f"cannot write plot '{plot}': folder '{plot.parent}' does not exist")
-    err.print(f"[dim]scanning {escape(', '.join(map(str, data)))}[/]", highlight=False)
-    report = run_inspection(list(data), test_dir, near_threshold)
+    names = [s.path for s in [*settings.data.sources, *sources]]
+    err.print(f"[dim]scanning {escape(', '.join(names))}[/]", highlight=False)
+    test = parse_source(test_dir) if test_dir is not None else None
+    report = run_inspection(sources, settings.data, test)
     if plot is not None:
         from melanoma_cli.utils.plots import plot_class_distribution
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from pathlib import Path
 from typing import Any
@@ -150,8 +149,8 @@ def train(
     else:
         settings = load_config(config or "baseline.yaml", overrides)
         if panel:
-            settings = dataclasses.replace(settings, data=dataclasses.replace(
-                settings.data, panel=[*settings.data.panel, *map(parse_source, panel)]))
+            settings = settings.model_copy(update={"data": settings.data.model_copy(
+                update={"panel": [*settings.data.panel, *map(parse_source, panel)]})})
         if not sources and not settings.data.sources:
             raise typer.BadParameter("missing (required unless the config lists data.sources, "
                                      "or --resume is given)", param_hint="'--data'")

@@ -1,24 +1,25 @@
 """A dataset health report: class balance, unreadable files, duplicates, conflicts, leakage.
 
-Everything comes from one read of each file (data.scan); nothing here prints.
+Everything comes from one read of each file (data.scan), decoded at the scale training decodes
+it, and the cleaning is training's own: `clean_images` with the config's data section (near
+duplicates, conflicts, trusted sources, holdout folders), so what the report says training keeps,
+counts as a copy or drops is what training does. Nothing here prints.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from melanoma_cli.data.dedupe import clean_images, hamming_blocks
+from melanoma_cli.config import DataConfig, SourceConfig
+from melanoma_cli.data.dedupe import Cleaned, Fingerprints, clean_images
 from melanoma_cli.data.images import Unreadable
-from melanoma_cli.data.scan import DatasetScan, ImageFile, scan_dataset, scan_sources
-from melanoma_cli.data.sources import parse_source
-from melanoma_cli.utils.errors import MelanomaError
-
-MAX_HAMMING = 64  # bits in a perceptual hash
+from melanoma_cli.data.preparation import holdout_index
+from melanoma_cli.data.scan import DatasetScan, ImageFile, scan_sources
+from melanoma_cli.data.sources import check_folder
+from melanoma_cli.data.split import dropped_counts
 
 
 def _paths(files: Iterable[ImageFile]) -> list[str]:
@@ -71,7 +72,7 @@ def _conflicts_by_classes(groups: list[list[ImageFile]]) -> dict[str, int]:
 
 
 def _test_overlap(train: DatasetScan, test: DatasetScan) -> list[dict[str, Any]]:
-    """Every test file whose exact content is also in the training folder."""
+    """Every test file whose exact content is also in the training sources."""
     by_hash: dict[str, list[ImageFile]] = defaultdict(list)
     for image in train.images:
         by_hash[image.sha256].append(image)
@@ -88,84 +89,96 @@ def _test_overlap(train: DatasetScan, test: DatasetScan) -> list[dict[str, Any]]
     return overlap
 
 
-def _hash_array(images: list[ImageFile]) -> np.ndarray:
-    return np.array([int(f.phash, 16) for f in images], dtype=np.uint64)
+def _hash_distance(a: ImageFile, b: ImageFile) -> int:
+    """Bits in which the two files' perceptual hashes differ."""
+    return (int(a.phash or "0", 16) ^ int(b.phash or "0", 16)).bit_count()
 
 
-def hamming_pairs(
-    left: np.ndarray, right: np.ndarray, threshold: int, same: bool
-) -> list[tuple[int, int, int]]:
-    """(i, j, distance) for 64-bit hashes within `threshold` bits; `same`: left is right, i < j."""
-    return [(i, j, d) for rows, cols, distances in hamming_blocks(left, right, threshold)
-            for i, j, d in zip(rows.tolist(), cols.tolist(), distances.tolist(), strict=True)
-            if not same or i < j]
-
-
-def _near_duplicates(images: list[ImageFile], threshold: int) -> list[dict[str, Any]]:
-    """Pairs of different files that look alike (not byte-identical), closest first."""
-    hashes = _hash_array(images)
+def _near_duplicates(images: list[ImageFile], distance: int) -> list[dict[str, Any]]:
+    """Pairs of different files that training takes for one picture (hash and thumbnail), closest
+    first."""
+    prints = Fingerprints.of(images)
     pairs = []
-    for i, j, distance in hamming_pairs(hashes, hashes, threshold, same=True):
-        a, b = sorted((images[i], images[j]), key=lambda f: f.path)
-        if a.sha256 != b.sha256:
+    for i, j in prints.same_pictures(prints, distance):
+        if i < j and images[i].sha256 != images[j].sha256:
+            a, b = sorted((images[i], images[j]), key=lambda f: f.path)
             pairs.append({"paths": [str(a.path), str(b.path)], "classes": [a.label, b.label],
-                          "distance": distance})
+                          "distance": _hash_distance(a, b)})
     return sorted(pairs, key=lambda p: (p["distance"], p["paths"]))
 
 
-def _test_near_overlap(
-    train: list[ImageFile], test: list[ImageFile], threshold: int
-) -> list[dict[str, Any]]:
-    """Test files that look like a training file without being byte-identical to it."""
+def _test_near_overlap(train: list[ImageFile], test: list[ImageFile], distance: int) -> list[dict[str, Any]]:
+    """Test files that show the same picture as a training file without being byte-identical."""
     found = []
-    for i, j, distance in hamming_pairs(_hash_array(test), _hash_array(train), threshold, False):
+    for i, j in Fingerprints.of(test).same_pictures(Fingerprints.of(train), distance):
         if test[i].sha256 != train[j].sha256:
             found.append({"test_path": str(test[i].path), "train_path": str(train[j].path),
                           "test_class": test[i].label, "train_class": train[j].label,
-                          "distance": distance})
+                          "distance": _hash_distance(test[i], train[j])})
     return sorted(found, key=lambda p: (p["distance"], p["test_path"], p["train_path"]))
 
 
-def _test_report(train: DatasetScan, test: DatasetScan, threshold: int) -> dict[str, Any]:
+def _test_report(train: DatasetScan, test: DatasetScan, distance: int | None) -> dict[str, Any]:
     balance = _balance(test.counts())
     report: dict[str, Any] = {
         "test": {"root": str(test.root), "classes": balance["classes"], "total": balance["total"],
                  "unreadable": _unreadable(test.unreadable)},
         "test_overlap": _test_overlap(train, test),
     }
-    if threshold > 0:
-        report["test_near_overlap"] = _test_near_overlap(train.images, test.images, threshold)
+    if distance is not None:
+        report["test_near_overlap"] = _test_near_overlap(train.images, test.images, distance)
     return report
 
 
-def _sources_report(scan: DatasetScan, near_threshold: int) -> dict[str, Any]:
-    """Per source: images kept, copies of another image, label conflicts (training's rules)."""
-    cleaned = clean_images(scan.images, max_distance=near_threshold if near_threshold else None)
+def _conflict(group: list[ImageFile], kept: dict[Path, str]) -> dict[str, Any]:
+    """One picture whose copies disagree on the label, and what training keeps of it."""
+    return {"paths": _paths(group), "labels": [i.label for i in group],
+            "sources": [i.source for i in group],
+            "kept": [{"path": str(i.path), "label": kept[i.path]} for i in group if i.path in kept]}
+
+
+def _cleaning_report(scan: DatasetScan, cleaned: Cleaned, data: DataConfig) -> dict[str, Any]:
+    """Per source and class: what training keeps, counts as a copy of another image or drops."""
+    kept = {image.path: image.label for unit in cleaned.units for image in unit}
+    kept_by_class = Counter(kept.values())
     spans = sum(1 for unit in cleaned.units if len({i.source for i in unit}) > 1)
     return {
         "sources": [{"name": s.name, "root": str(s.root), "format": s.kind, **cleaned.counts.get(
             s.name, {})} for s in scan.sources],
-        "label_conflicts": [{"paths": _paths(group), "labels": [i.label for i in group],
-                             "sources": [i.source for i in group]} for group in cleaned.conflicts],
+        "label_conflicts": [_conflict(group, kept) for group in cleaned.conflicts],
         "lesions_across_sources": spans,
+        "cleaning": {
+            "near_duplicate_distance": data.near_duplicate_distance,
+            "drop_conflicts": data.drop_conflicts,
+            "trust_sources": list(data.trust_sources),
+            "holdout_dirs": list(data.holdout_dirs),
+            "kept_by_class": {name: kept_by_class[name] for name in scan.classes},
+            "dropped_by_class": {name: cleaned.dropped_by_class[name] for name in scan.classes},
+            "dropped": dropped_counts(cleaned),
+            "conflicts_resolved": cleaned.resolved,
+        },
     }
 
 
-def inspect_dataset(
-    root: Path | str | list[Path | str], test_dir: Path | str | None = None, near_threshold: int = 4
-) -> dict[str, Any]:
-    """The health report of one or more sources (folder per class, or labels CSV), as JSON data.
+def inspect_dataset(sources: Sequence[SourceConfig], data: DataConfig | None = None,
+                    test: SourceConfig | None = None) -> dict[str, Any]:
+    """The health report of the config's sources and `sources` (either layout), as JSON data.
 
-    `near_threshold`: largest Hamming distance (bits of a 64-bit perceptual hash) for two files
-    to count as near duplicates; 0 turns near-duplicate search (and its hashing) off.
-    Raises MelanomaError only when a folder cannot be read as a dataset.
+    `data` is the config's data section (defaults if None): the sources, classes and image size
+    are read as `train` reads them, and cleaning follows its near-duplicate distance (null: exact
+    copies only, and no perceptual hashing), conflict rule, trusted sources and holdout folders.
+    `test` (either layout) is checked for files whose picture is also in the sources.
+    Raises MelanomaError only when a source cannot be read as a dataset.
     """
-    if not 0 <= near_threshold <= MAX_HAMMING:
-        raise MelanomaError(f"near_threshold must be in [0, {MAX_HAMMING}], got {near_threshold}")
-    perceptual = near_threshold > 0
-    roots = root if isinstance(root, list) else [root]
-    scan = scan_sources([parse_source(str(r)) for r in roots], perceptual_hash=perceptual)
-    test = scan_dataset(test_dir, perceptual_hash=perceptual) if test_dir is not None else None
+    data = data or DataConfig()
+    distance = data.near_duplicate_distance
+    read = {"perceptual_hash": distance is not None, "image_size": data.image_size, "keep_pixels": False}
+    scan = scan_sources([*data.sources, *sources], data.classes, **read)
+    if test is not None:
+        check_folder(Path(test.path), "test folder")
+    test_scan = scan_sources([test], **read) if test is not None else None
+    cleaned = clean_images(scan.images, drop_conflicts=data.drop_conflicts, trust_sources=data.trust_sources,
+                           max_distance=distance, holdout=holdout_index([Path(p) for p in data.holdout_dirs]))
     conflicts = scan.conflict_groups()
     report: dict[str, Any] = {
         "root": str(scan.root),
@@ -176,12 +189,11 @@ def inspect_dataset(
         "duplicate_groups": [_paths(g) for g in scan.duplicate_groups()],
         "conflict_groups": [_paths(g) for g in conflicts],
         "conflicts_by_classes": _conflicts_by_classes(conflicts),
-        "test_dir": str(test.root) if test else None,
+        "test_dir": str(test_scan.root) if test_scan else None,
         "test_overlap": [],
-        "near_threshold": near_threshold,
-        "near_duplicates": _near_duplicates(scan.images, near_threshold) if perceptual else [],
+        "near_duplicates": _near_duplicates(scan.images, distance) if distance is not None else [],
+        **_cleaning_report(scan, cleaned, data),
     }
-    report.update(_sources_report(scan, near_threshold))
-    if test is not None:
-        report.update(_test_report(scan, test, near_threshold))
+    if test_scan is not None:
+        report.update(_test_report(scan, test_scan, distance))
     return report

@@ -5,7 +5,6 @@ In memory for training's split (generate_samples), or into a new folder (rebalan
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import random
@@ -163,7 +162,7 @@ def _summary(scan: DatasetScan, plan: dict[str, int], goal: int, seed: int,
         "not_copied": [str(p) for p in [*scan.nested, *scan.outside_classes]],
         "duplicate_groups": len(scan.duplicate_groups()),
         "conflict_groups": len(scan.conflict_groups()),
-        "operations": {k: v for k, v in dataclasses.asdict(config).items()
+        "operations": {k: v for k, v in config.model_dump().items()
                        if k not in ("enabled", "target")},
     }
 

@@ -107,9 +107,10 @@ def thumbnail(image: Image.Image) -> bytes:
     return small.tobytes()
 
 
-def _inspect_file(entry: Entry, with_phash: bool,
-                  image_size: int | None = None) -> tuple[ImageFile, np.ndarray | None] | Unreadable:
-    """The file's facts and, with `image_size`, its model input, from one read and one decode."""
+def _inspect_file(entry: Entry, with_phash: bool, image_size: int | None = None,
+                  keep_pixels: bool = True) -> tuple[ImageFile, np.ndarray | None] | Unreadable:
+    """The file's facts and, with `image_size` (and `keep_pixels`), its model input, from one
+    read and one decode."""
     try:
         data = entry.path.read_bytes()
         image = open_image(data, draft_size=image_size or 256)
@@ -121,16 +122,18 @@ def _inspect_file(entry: Entry, with_phash: bool,
             thumbnail=thumbnail(image) if with_phash else None,
             source=entry.source, group=entry.group,
         )
-        return facts, None if image_size is None else to_model_input(image, image_size)
+        return facts, to_model_input(image, image_size) if image_size and keep_pixels else None
     except Exception as exc:  # any decoder failure means "unreadable", never a crash
         return Unreadable(entry.path, describe_error(exc))
 
 
-def _read(listings: list[SourceListing], with_phash: bool, image_size: int | None = None) -> DatasetScan:
+def _read(listings: list[SourceListing], with_phash: bool, image_size: int | None = None,
+          keep_pixels: bool = True) -> DatasetScan:
     """Read every listed file once, in parallel; classes are the labels met (sorted).
 
-    With `image_size`, the scan keeps each image's model input (`to_model_input`) in `pixels`,
-    so that training decodes every file once.
+    With `image_size`, JPEGs are decoded at the scale training uses (so the perceptual hashes
+    are training's) and the scan keeps each image's model input (`to_model_input`) in `pixels`,
+    so that training decodes every file once; `keep_pixels=False` keeps none.
     """
     classes = {e.label for listing in listings for e in listing.entries}
     for listing in listings:
@@ -144,7 +147,8 @@ def _read(listings: list[SourceListing], with_phash: bool, image_size: int | Non
         scan.nested.extend(listing.nested)
         scan.outside_classes.extend(listing.loose)
     with ThreadPoolExecutor(DECODE_WORKERS) as pool:
-        for result in pool.map(lambda entry: _inspect_file(entry, with_phash, image_size), entries):
+        for result in pool.map(lambda entry: _inspect_file(entry, with_phash, image_size, keep_pixels),
+                               entries):
             if isinstance(result, Unreadable):
                 scan.unreadable.append(result)
                 scan.unreadable_by_class[label_of[result.path]] += 1
@@ -181,6 +185,7 @@ def fingerprint_files(paths: list[Path]) -> tuple[list[ImageFile], list[Unreadab
 
 
 def scan_sources(specs: list[SourceConfig], classes: list[str] | None = None,
-                 perceptual_hash: bool = True, image_size: int | None = None) -> DatasetScan:
+                 perceptual_hash: bool = True, image_size: int | None = None,
+                 keep_pixels: bool = True) -> DatasetScan:
     """Read the files of several sources of either format into one scan (see `_read`)."""
-    return _read(list_sources(specs, classes), perceptual_hash, image_size)
+    return _read(list_sources(specs, classes), perceptual_hash, image_size, keep_pixels)

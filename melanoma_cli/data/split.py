@@ -40,7 +40,8 @@ class Split:
         }
 
 
-def _dropped(cleaned: Cleaned) -> dict[str, int]:
+def dropped_counts(cleaned: Cleaned) -> dict[str, int]:
+    """Copies left out by cleaning, by reason (as metrics.json `data.dropped` records them)."""
     totals = cleaned.totals()
     return {"duplicate_copies": totals["duplicates"], "label_conflicts": totals["conflicts"],
             "holdout_overlap": totals["holdout"]}
@@ -99,5 +100,5 @@ def split_dataset(
     def flatten(chosen: list[list[ImageFile]]) -> list[ImageFile]:
         return sorted((f for unit in chosen for f in unit), key=lambda f: str(f.path))
 
-    return Split(scan.classes, flatten(train_units), flatten(val_units), _dropped(cleaned),
+    return Split(scan.classes, flatten(train_units), flatten(val_units), dropped_counts(cleaned),
                  cleaned.counts, cleaned.resolved, dict(cleaned.dropped_by_class))

@@ -9,11 +9,12 @@ proportions. The sample is seeded, so an export can be repeated.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from melanoma_cli.config import SourceConfig
 from melanoma_cli.data.images import decode_many
@@ -35,11 +36,14 @@ class CalibrationSample:
 
 def training_sources(info: ModelInfo) -> list[SourceConfig]:
     """The sources a run was trained on, from model.json `training.sources` (each with `path`)."""
-    known = {f.name for f in fields(SourceConfig)}
     specs = []
     for item in info.training.get("sources") or []:
         if isinstance(item, dict) and item.get("path"):
-            specs.append(SourceConfig(**{k: v for k, v in item.items() if k in known}))
+            try:
+                specs.append(SourceConfig.model_validate(
+                    {k: v for k, v in item.items() if k in SourceConfig.model_fields}))
+            except ValidationError as exc:
+                raise MelanomaError(f"model.json 'training.sources' is damaged: {item!r}") from exc
     return specs
 
 

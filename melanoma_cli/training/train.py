@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from melanoma_cli.config import Config, SourceConfig, load_config
 from melanoma_cli.data import report as data_report
@@ -302,7 +303,7 @@ def _is_resumable(out: Path) -> bool:
 
 def _source_record(spec: SourceConfig) -> dict[str, Any]:
     """A source as model.json records it: absolute path and name (enough to resume)."""
-    return {**dataclasses.asdict(spec), "path": str(Path(spec.path).absolute()), "name": source_name(spec)}
+    return {**spec.model_dump(), "path": str(Path(spec.path).absolute()), "name": source_name(spec)}
 
 
 def _as_worker(out: Path, start: Callable[[Path], TrainResult], copy_of: Path | None = None) -> TrainResult:
@@ -420,10 +421,10 @@ def _recorded_inputs(folder: RunFolder, info: ModelInfo,
     if moved:
         sources = [_source_record(spec) for spec in moved]
     try:
-        specs = [SourceConfig(**source) for source in sources]
-    except TypeError as exc:
+        specs = [SourceConfig.model_validate(source) for source in sources]
+    except ValidationError as exc:
         raise MelanomaError(f"model info '{folder.info}': 'training.sources' is damaged") from exc
-    record = {"data_dir": specs[0].path, "sources": [dataclasses.asdict(s) for s in specs],
+    record = {"data_dir": specs[0].path, "sources": [s.model_dump() for s in specs],
               "holdout_dirs": holdouts}
     return record, specs
 
@@ -454,7 +455,7 @@ def _resume(folder: RunFolder, sources: Sequence[SourceConfig], report: Progress
     record["distribute"] = distribution.record(config.data.batch_size)
     report("status", {"message": f"resuming '{folder.path}' after epoch {state.epochs_done}: "
                                  "scanning and decoding " + ", ".join(s.path for s in specs)})
-    config = dataclasses.replace(config, data=dataclasses.replace(config.data, sources=[]))
+    config = config.model_copy(update={"data": config.data.model_copy(update={"sources": []})})
     holdouts = [Path(p) for p in record["holdout_dirs"]]
     data = prepare_data(config, specs, holdouts, panel_files(config.data.panel))
     _check_same_data(folder, info, data)

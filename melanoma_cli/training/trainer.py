@@ -26,7 +26,8 @@ def stages(config: Config) -> list[StageConfig]:
     """The training stages: `train.stages`, or one all-trainable stage of `train.epochs`."""
     if config.train.stages:
         return config.train.stages
-    return [StageConfig(config.train.epochs, config.train.learning_rate, "all")]
+    train = config.train
+    return [StageConfig(epochs=train.epochs, learning_rate=train.learning_rate, trainable="all")]
 
 
 def total_epochs(config: Config) -> int:
