@@ -87,6 +87,9 @@ def test_explain_with_tta_reports_the_averaged_probabilities(trained_run, lesion
     classifier = load_classifier(trained_run, "keras", tta=True)
     expected = classifier.predict(decode_many([one], classifier.image_size)[0])[0]
     assert list(report["written"][0]["probabilities"].values()) == pytest.approx(expected.tolist(), abs=1e-5)
+    assert f"p >= {classifier.melanoma_threshold:.3g}" in result.stderr  # the TTA threshold flags
+    assert report["written"][0]["melanoma_flag"] == bool(
+        expected[classifier.classes.index("melanoma")] >= classifier.melanoma_threshold)
     plain = load_classifier(trained_run, "keras").predict(decode_many([one], classifier.image_size)[0])[0]
     assert not np.allclose(expected, plain, atol=1e-4)
 

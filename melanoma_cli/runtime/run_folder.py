@@ -132,6 +132,7 @@ class ModelInfo:
     preprocessing: str = "raw RGB 0-255, resized to image_size x image_size (bilinear)"
     melanoma_class: str | None = "melanoma"
     melanoma_threshold: float | None = None
+    melanoma_threshold_tta: float | None = None  # the same target, on probabilities averaged by --tta
     config_hash: str = ""
     status: str = "complete"
     best_epoch: int | None = None
@@ -161,10 +162,12 @@ class ModelInfo:
             raise MelanomaError(f"model info '{path}': 'classes' must be a list of names")
         if not isinstance(info.image_size, int) or info.image_size < 1:
             raise MelanomaError(f"model info '{path}': 'image_size' must be a positive integer")
-        threshold = info.melanoma_threshold
-        if threshold is not None and (not isinstance(threshold, int | float) or isinstance(threshold, bool)):
-            raise MelanomaError(f"model info '{path}': 'melanoma_threshold' must be a number or null, "
-                                f"not {threshold!r}")
+        for key in ("melanoma_threshold", "melanoma_threshold_tta"):
+            threshold = getattr(info, key)
+            if threshold is not None and (isinstance(threshold, bool)
+                                          or not isinstance(threshold, int | float)):
+                raise MelanomaError(f"model info '{path}': '{key}' must be a number or null, "
+                                    f"not {threshold!r}")
         if info.melanoma_class is not None and not isinstance(info.melanoma_class, str):
             raise MelanomaError(f"model info '{path}': 'melanoma_class' must be a class name or null")
         if not isinstance(info.quantization, dict):

@@ -34,6 +34,7 @@ from melanoma_cli.runtime.run_folder import (
     runtime_versions,
     save_model,
 )
+from melanoma_cli.runtime.tta import VIEW_COUNT, view
 from melanoma_cli.stats.metrics import summary, threshold_for_sensitivity
 from melanoma_cli.training.distribute import Distribution, choose
 from melanoma_cli.training.fit import Interrupts, ProgressHook, TrainingData, fit
@@ -78,13 +79,15 @@ class _Run:
     distribution: Distribution
 
 
-def _model_info(run: _Run, status: str, threshold: float | None, training: dict) -> ModelInfo:
+def _model_info(run: _Run, status: str, threshold: float | None, training: dict,
+                threshold_tta: float | None = None) -> ModelInfo:
     melanoma = run.config.train.melanoma_class
     return ModelInfo(
         classes=run.data.classes,
         image_size=run.config.data.image_size,
         melanoma_class=melanoma if melanoma in run.data.classes else None,
         melanoma_threshold=threshold,
+        melanoma_threshold_tta=threshold_tta,
         config_hash=run.config.fingerprint(),
         status=status,
         best_epoch=run.state.best_epoch,
@@ -114,6 +117,16 @@ def _melanoma_threshold(run: _Run, probabilities: np.ndarray) -> float | None:
     if threshold is None:
         run.report("warning", {"message": data_report.no_threshold_warning(melanoma)})
     return threshold
+
+
+def _tta_probabilities(run: _Run, model: Any) -> np.ndarray:
+    """Validation probabilities averaged over the 8 views, as `--tta` computes them."""
+    from melanoma_cli.data.pipeline import make_dataset
+
+    images, classes, batch = run.data.val_images, len(run.data.classes), run.config.data.batch_size
+    views = [model.predict(make_dataset(np.ascontiguousarray(view(images, index)), None, classes, batch),
+                           verbose=0) for index in range(VIEW_COUNT)]
+    return np.mean(views, axis=0, dtype=np.float64).astype(np.float32)
 
 
 def _fit_linear_probe(run: _Run) -> None:
@@ -162,6 +175,7 @@ def _finish(run: _Run, val_dataset: Any, interrupted: bool) -> TrainResult:
     save_model(best, folder.model)  # without optimizer state: a third of the size
     validation = summary(data.val_labels, probabilities, data.classes)
     threshold = _melanoma_threshold(run, probabilities)
+    threshold_tta = None if threshold is None else _melanoma_threshold(run, _tta_probabilities(run, best))
     epochs_run = len(read_history(folder))
     metrics = {
         "best_epoch": state.best_epoch,
@@ -171,6 +185,7 @@ def _finish(run: _Run, val_dataset: Any, interrupted: bool) -> TrainResult:
         "validation": validation,
         **({"members": members} if members else {}),
         "melanoma_threshold": threshold,
+        "melanoma_threshold_tta": threshold_tta,
     }
     seconds = max(state.train_seconds, 1e-9)
     training = {
@@ -180,7 +195,8 @@ def _finish(run: _Run, val_dataset: Any, interrupted: bool) -> TrainResult:
         "train_seconds": round(seconds, 1),
         "train_images_per_second": round(epochs_run * len(data.train_labels) / seconds, 1),
     }
-    _model_info(run, "incomplete" if interrupted else "complete", threshold, training).save(folder.path)
+    _model_info(run, "incomplete" if interrupted else "complete", threshold, training,
+                threshold_tta).save(folder.path)
     write_result(folder, metrics)
     run_summary = {"run_dir": str(folder.path), **metrics, "training": training}
     return TrainResult(folder.path, state.best_epoch, validation, interrupted, data.skipped, run_summary)
