@@ -304,3 +304,35 @@ def evaluation_report(
         "confidence": CONFIDENCE,
         "bootstrap_resamples": resamples,
     }
+
+
+CHOSEN_HERE = "threshold and checkpoint chosen here"
+
+
+def selection_report(
+    y_true: np.ndarray,
+    probabilities: np.ndarray,
+    classes: list[str],
+    melanoma_class: str | None,
+    threshold: float | None,
+    monitor: str,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> dict:
+    """`evaluation_report` of the split that chose the checkpoint (by `monitor`) and the threshold.
+
+    What those choices fixed is reported without an interval, its reason under `fixed_here`:
+    the melanoma sensitivity (the threshold was set to reach it) and the monitored metric (the
+    checkpoint maximised it). The other figures keep their intervals, but the choices made
+    here flatter them: `chosen_here` says so.
+    """
+    report = evaluation_report(y_true, probabilities, classes, melanoma_class, threshold, resamples)
+    fixed = {}
+    if report["melanoma"] is not None and threshold is not None:
+        report["melanoma"]["sensitivity_ci"] = None
+        fixed["melanoma.sensitivity"] = ("fixed by construction (the melanoma threshold was set on this "
+                                         "split to reach it)")
+    metric = monitor.removeprefix("val_")
+    if f"{metric}_ci" in report:
+        report[f"{metric}_ci"] = None
+        fixed[metric] = f"the checkpoint was chosen by {monitor} on this split"
+    return {**report, "chosen_here": CHOSEN_HERE, "fixed_here": fixed}

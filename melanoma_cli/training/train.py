@@ -35,7 +35,7 @@ from melanoma_cli.runtime.run_folder import (
     save_model,
 )
 from melanoma_cli.runtime.tta import VIEW_COUNT, view
-from melanoma_cli.stats.metrics import summary, threshold_for_sensitivity
+from melanoma_cli.stats.metrics import selection_report, summary, threshold_for_sensitivity
 from melanoma_cli.training.distribute import Distribution, choose
 from melanoma_cli.training.fit import Interrupts, ProgressHook, TrainingData, fit
 from melanoma_cli.training.linear_probe import LinearProbe, fit_probe, frozen_features
@@ -173,9 +173,10 @@ def _finish(run: _Run, val_dataset: Any, interrupted: bool) -> TrainResult:
     config, data, state, folder = run.config, run.data, run.state, run.folder
     best, probabilities, members = _best_model(run, val_dataset)
     save_model(best, folder.model)  # without optimizer state: a third of the size
-    validation = summary(data.val_labels, probabilities, data.classes)
     threshold = _melanoma_threshold(run, probabilities)
     threshold_tta = None if threshold is None else _melanoma_threshold(run, _tta_probabilities(run, best))
+    validation = selection_report(data.val_labels, probabilities, data.classes, config.train.melanoma_class,
+                                  threshold, config.train.monitor)
     epochs_run = len(read_history(folder))
     metrics = {
         "best_epoch": state.best_epoch,
