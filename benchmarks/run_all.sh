@@ -12,3 +12,4 @@ if [[ -n "${MODEL:-}" ]]; then model=(--model "$MODEL"); fi
 "$python" benchmarks/train_throughput.py "${data[@]}"
 "$python" benchmarks/pipeline_throughput.py "${data[@]}"
 "$python" benchmarks/predict_speed.py "${data[@]}" "${model[@]}"
+"$python" benchmarks/bootstrap_speed.py

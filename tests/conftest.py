@@ -56,6 +56,7 @@ class FakeClassifier:
     image_size: int = 16
     melanoma_class: str | None = "melanoma"
     melanoma_threshold: float | None = None
+    melanoma_threshold_tta: float | None = None
     source: Path = Path("fake/model.keras")
     batches: list[int] = field(default_factory=list)
 

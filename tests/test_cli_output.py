@@ -67,7 +67,7 @@ def test_info_wraps_long_paths_instead_of_cutting_them(tmp_path, columns_80):
     run.mkdir(parents=True)
     info = json.loads((DEFAULT_MODEL_DIR / "model.json").read_text())
     data_dir = str(tmp_path / "another_long_folder_name_abcdefghijklmnopqrstuvwxyz" / "Train")
-    info["training"]["data_dir"] = data_dir
+    info["training"]["sources"][0]["path"] = data_dir
     (run / "model.json").write_text(json.dumps(info))
     (run / "model.keras").write_bytes(b"")
     result = runner.invoke(app, ["info", "--model", str(run)], env={"COLUMNS": "80"})

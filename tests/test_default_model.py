@@ -9,10 +9,13 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from melanoma_cli.cli import app
+from melanoma_cli.data.images import decode_many
 from melanoma_cli.runtime.default_model import DEFAULT_MODEL_DIR, MODEL_CARD
+from melanoma_cli.runtime.loading import load_classifier
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "melanoma_cli" / "examples"
@@ -26,7 +29,9 @@ def test_bundled_model_json_agrees_with_the_network():
     assert len(loaded.info.classes) == 9
     assert loaded.info.classes == sorted(loaded.info.classes)
     assert loaded.info.melanoma_class == "melanoma"
-    assert 0 < loaded.info.melanoma_threshold < 1
+    validation = json.loads((DEFAULT_MODEL_DIR / "metrics.json").read_text())["validation"]["melanoma"]
+    assert validation["threshold"] == loaded.info.melanoma_threshold  # set on the split it reports
+    assert validation["sensitivity"] >= 0.85 and validation["tp"] + validation["fn"] == 281
     # two EfficientNet-Lite0 members (fine-tuned + linear probe), float32, no optimizer state, deflated
     assert (DEFAULT_MODEL_DIR / "model.keras").stat().st_size <= 25 * 2**20
 
@@ -42,8 +47,12 @@ def test_predict_examples_uses_the_bundled_model():
     assert result.exit_code == 0, result.output
     predictions = json.loads(result.stdout)
     assert len(predictions) == len(list(EXAMPLES.glob("*.jpg")))
-    for row in predictions:
-        assert abs(sum(row["probabilities"].values()) - 1) < 1e-4
+    keras = load_classifier(None, "keras")  # the network the LiteRT export was made from
+    files = [Path(row["path"]) for row in predictions]
+    expected = keras.predict(decode_many(files, keras.image_size)[0])
+    for row, probabilities in zip(predictions, expected, strict=True):
+        assert list(row["probabilities"]) == keras.classes
+        assert list(row["probabilities"].values()) == pytest.approx(probabilities.tolist(), abs=1e-4)
     correct = sum(Path(r["path"]).name.split("__")[0].replace("_", " ") == r["prediction"]
                   for r in predictions)
     assert correct >= len(predictions) // 2, predictions

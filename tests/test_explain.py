@@ -26,7 +26,7 @@ from melanoma_cli.models.build import build_model
 from melanoma_cli.runtime.keras_engine import KerasClassifier
 from melanoma_cli.runtime.loading import load_classifier
 from melanoma_cli.utils.plots import gradcam_figure_size
-from melanoma_cli.utils.tensorflow import import_keras
+from melanoma_cli.utils.tensorflow import import_keras, import_tensorflow
 
 runner = CliRunner()
 
@@ -62,19 +62,37 @@ def test_explain_writes_one_figure_per_readable_image(trained_run, lesions, tmp_
             assert figure.format == "PNG" and figure.size == gradcam_figure_size(1 + len(expected))
 
 
-def test_heat_maps_are_not_constant(trained_run, lesions):
+def reference_gradcam(explainer: Explainer, image: np.ndarray, class_index: int) -> np.ndarray:
+    """Grad-CAM written out for one image and class (Selvaraju et al. 2017): the feature maps
+    weighted by the spatial mean of the class logit's gradient, ReLU, stretched to the image
+    with TensorFlow's bilinear resize and scaled to a maximum of 1."""
+    tf = import_tensorflow()
+    with tf.GradientTape() as tape:
+        features, logits, _ = explainer.model(image[None].astype(np.float32), training=False)
+        score = logits[0, class_index]
+    gradients = tape.gradient(score, features)[0].numpy()
+    cam = np.maximum((features[0].numpy() * gradients.mean(axis=(0, 1))).sum(axis=-1), 0)
+    size = image.shape[0]
+    stretched = tf.image.resize(cam[..., None], (size, size), method="bilinear").numpy()[..., 0]
+    return stretched / stretched.max() if stretched.max() > 0 else stretched
+
+
+@pytest.mark.slow
+def test_heat_maps_are_grad_cam_of_the_predicted_class_and_melanoma(trained_run, lesions):
     explainer = load_explainer(trained_run)
     files = sorted(lesions.rglob("*_00*.jpg"))
     images = decode_many(files, explainer.keras.image_size)[0]
-    explanations = explain_images(explainer, images, files)
+    explanations = explain_images(explainer, images, files)  # one batch: rows must not mix
     assert len(explanations) == len(files)
-    for item in explanations:
+    classes = explainer.keras.classes
+    for image, item in zip(images, explanations, strict=True):
+        assert set(item.heatmaps) == {item.prediction.prediction, "melanoma"}
         for name, heatmap in item.heatmaps.items():
-            assert heatmap.shape == (24, 24) and heatmap.dtype == np.float32 and heatmap.min() >= 0
-            if name == item.prediction.prediction:  # evidence for the winner is somewhere
-                assert heatmap.max() == pytest.approx(1.0) and heatmap.std() > 0.01
-            else:  # scaled to 1, or all zero where nothing raised the score
-                assert heatmap.max() in (pytest.approx(1.0), 0.0)
+            assert heatmap.shape == (24, 24) and heatmap.dtype == np.float32
+            expected = reference_gradcam(explainer, image, classes.index(name))
+            np.testing.assert_allclose(heatmap, expected, atol=2e-3, err_msg=f"{item.prediction.path} {name}")
+        winner = item.heatmaps[item.prediction.prediction]
+        assert winner.max() == pytest.approx(1.0) and winner.std() > 0.01  # evidence is somewhere
 
 
 def test_explain_with_tta_reports_the_averaged_probabilities(trained_run, lesions, tmp_path):
@@ -87,6 +105,9 @@ def test_explain_with_tta_reports_the_averaged_probabilities(trained_run, lesion
     classifier = load_classifier(trained_run, "keras", tta=True)
     expected = classifier.predict(decode_many([one], classifier.image_size)[0])[0]
     assert list(report["written"][0]["probabilities"].values()) == pytest.approx(expected.tolist(), abs=1e-5)
+    assert f"p >= {classifier.melanoma_threshold:.3g}" in result.stderr  # the TTA threshold flags
+    assert report["written"][0]["melanoma_flag"] == bool(
+        expected[classifier.classes.index("melanoma")] >= classifier.melanoma_threshold)
     plain = load_classifier(trained_run, "keras").predict(decode_many([one], classifier.image_size)[0])[0]
     assert not np.allclose(expected, plain, atol=1e-4)
 

@@ -22,6 +22,8 @@ from PIL import Image
 from typer.testing import CliRunner, Result
 
 from melanoma_cli.cli import app
+from melanoma_cli.data.images import to_model_input
+from melanoma_cli.runtime.loading import load_classifier
 
 runner = CliRunner()
 IS_ROOT = os.geteuid() == 0
@@ -194,6 +196,16 @@ def test_output_that_cannot_be_written(command, tmp_path, clean_data, trained_ru
 
 # --- images ------------------------------------------------------------------------------
 
+def _odd_pictures() -> dict[str, tuple[Image.Image, int]]:
+    """What each readable odd file shows (in RGB, grey or RGBA), and how many grey levels its
+    stored copy may be off on average at the model's size (0: lossless)."""
+    lesion = [lesion_image("melanoma", 100 + i, 64) for i in range(8)]
+    return {"alpha.png": (lesion[0], 0), "deep16.png": (lesion[1].convert("L"), 0),
+            "gray.jpg": (lesion[2].convert("L"), 3), "cmyk.jpg": (lesion[3], 3),
+            "huge.jpg": (Image.new("RGB", (64, 64), (120, 60, 40)), 3), "animated.gif": (lesion[4], 3),
+            "UPPER.JPG": (lesion[7], 3), "mélanome_ß.jpg": (lesion_image("melanoma", 200, 64), 3)}
+
+
 def _write_odd_images(folder: Path) -> None:
     """One file per awkward case, each with distinct content (no duplicate is dropped)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -246,8 +258,14 @@ def test_readable_image_is_converted(name, odd_images, trained_run):
     assert result.exit_code == 0, result.output
     (record,) = json.loads(result.stdout)
     assert record["path"] == str(odd_images / name)
-    assert sum(record["probabilities"].values()) == pytest.approx(1, abs=1e-5)
     assert "Warning" not in result.stderr
+    picture, tolerance = _odd_pictures()[name]
+    decoded = to_model_input(odd_images / name, 24)
+    expected = to_model_input(picture, 24)
+    assert np.abs(decoded.astype(int) - expected).mean() <= tolerance  # the picture, not noise
+    classifier = load_classifier(trained_run, "keras")
+    assert list(record["probabilities"].values()) == pytest.approx(
+        classifier.predict(decoded[None])[0].tolist(), abs=1e-5)  # what predict classified
 
 
 @pytest.mark.parametrize("name", list(UNREADABLE))

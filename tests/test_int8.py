@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from melanoma_cli.cli import app
+from melanoma_cli.data.images import decode_many
 from melanoma_cli.inference.calibration import calibration_sample
-from melanoma_cli.inference.equivalence import judge
+from melanoma_cli.inference.equivalence import compare_on, judge
 from melanoma_cli.runtime.loading import load_classifier
 from melanoma_cli.runtime.run_folder import ModelInfo, RunFolder
 from tests.conftest import CLASSES, make_dataset
@@ -50,14 +54,65 @@ def test_equivalence_report_has_every_figure_with_n(int8_run):
     assert report == json.loads(json.dumps(result["report"]))
     assert isinstance(report["passes"], bool) and len(report["reasons"]) == 4
     (item,) = report["sets"]
-    assert item["n"] == 12 and 0 <= item["top1_agreement"] <= 1
-    for key in ("melanoma_flag_agreement", "max_abs_diff", "mean_abs_diff"):
-        assert item[key] is not None
+    files = sorted(Path(item["test_set"]).rglob("*.jpg"))
+    reference, candidate = load_classifier(run, "litert"), load_classifier(run, "litert-int8")
+    images = decode_many(files, reference.image_size)[0]
+    expected, got = reference.predict(images), candidate.predict(images)
+    assert item["n"] == len(files) == 12
+    assert item["top1_agreement"] == pytest.approx((expected.argmax(1) == got.argmax(1)).mean())
+    assert item["max_abs_diff"] == pytest.approx(np.abs(expected - got).max(), abs=1e-6)
+    assert item["mean_abs_diff"] == pytest.approx(np.abs(expected - got).mean(), abs=1e-6)
+    assert item["melanoma_flag_agreement"] is not None
     for side in ("float", "int8"):
         for key in ("balanced_accuracy", "melanoma_auc", "melanoma_sensitivity",
                     "melanoma_specificity", "melanoma_n"):
             assert item[side][key] is not None, (side, key)
     assert item["float"]["melanoma_n"] == 4
+
+
+# one image per row, with its true class and each model's probabilities (melanoma, nevus, vascular)
+ROWS = [
+    ("melanoma", [0.60, 0.30, 0.10], [0.55, 0.35, 0.10]),
+    ("melanoma", [0.52, 0.40, 0.08], [0.45, 0.47, 0.08]),  # top-1 and flag change
+    ("nevus", [0.20, 0.70, 0.10], [0.20, 0.70, 0.10]),
+    ("nevus", [0.48, 0.42, 0.10], [0.51, 0.39, 0.10]),  # the flag changes (threshold 0.5)
+    ("vascular lesion", [0.10, 0.10, 0.80], [0.10, 0.15, 0.75]),
+    ("vascular lesion", [0.10, 0.20, 0.70], [0.10, 0.20, 0.70]),
+]
+
+
+@dataclass
+class TableClassifier:
+    """Returns row k's probabilities (float or int8 column) for an image whose red value is 40 * k."""
+
+    column: int
+    classes: list[str] = field(default_factory=lambda: list(CLASSES))
+    image_size: int = 8
+    melanoma_class: str | None = "melanoma"
+    melanoma_threshold: float | None = 0.5
+    melanoma_threshold_tta: float | None = None
+    source: Path = Path("table.tflite")
+    engine: str = "litert"
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return np.array([ROWS[k][self.column] for k in np.rint(images[:, 0, 0, 0] / 40).astype(int)])
+
+
+def test_comparison_figures_checked_by_hand(tmp_path):
+    for k, (label, _, _) in enumerate(ROWS):
+        (tmp_path / label).mkdir(exist_ok=True)
+        Image.new("RGB", (8, 8), (40 * k, 0, 0)).save(tmp_path / label / f"{k}.png")
+    item = compare_on(TableClassifier(1), TableClassifier(2), tmp_path)
+    assert item["n"] == 6 and item["melanoma_threshold"] == 0.5
+    assert item["top1_agreement"] == pytest.approx(5 / 6)
+    assert item["melanoma_flag_agreement"] == pytest.approx(4 / 6)
+    assert item["max_abs_diff"] == pytest.approx(0.07)
+    assert item["mean_abs_diff"] == pytest.approx((0.10 + 0.14 + 0.06 + 0.10) / 18)
+    assert (item["float"]["accuracy"], item["int8"]["accuracy"]) == pytest.approx((5 / 6, 4 / 6))
+    assert item["float"]["melanoma_sensitivity"] == 1.0 and item["int8"]["melanoma_sensitivity"] == 0.5
+    assert item["float"]["melanoma_specificity"] == 1.0 and item["int8"]["melanoma_specificity"] == 0.75
+    passes, reasons = judge([item])
+    assert not passes and "FAILS: " + tmp_path.name + ": top-1 agreement 83.3% (needs >= 98%, n=6)" in reasons
 
 
 def _set(top1=0.99, flags=0.99, ba=(0.70, 0.705), auc=(0.90, 0.895)) -> dict:

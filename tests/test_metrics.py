@@ -10,6 +10,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from melanoma_cli.stats.metrics import (
     bootstrap_auc_interval,
+    bootstrap_aucs,
     bootstrap_balanced_accuracy,
     bootstrap_indices,
     evaluation_report,
@@ -124,19 +125,64 @@ def test_roc_auc_is_sklearns_and_undefined_with_one_class():
     assert roc_auc(np.zeros(5), scores[:5]) is None
 
 
-def test_bootstrap_auc_interval_is_seeded_and_skips_one_class_resamples():
-    labels = np.array([1] + [0] * 9)  # a single positive: many resamples lack it
+def test_bootstrap_auc_interval_is_seeded_and_keeps_a_single_positive_in_every_resample():
+    labels = np.array([1] + [0] * 9)  # a uniform resample would lack the positive a third of the time
     scores = np.linspace(1, 0, 10)
     first = bootstrap_auc_interval(labels, scores, resamples=300)
     assert first == bootstrap_auc_interval(labels, scores, resamples=300)
     assert first == (1.0, 1.0)
+    assert bootstrap_auc_interval(labels, scores, resamples=300, seed=1) == (1.0, 1.0)
     assert bootstrap_auc_interval(np.zeros(10), scores) is None
+
+
+def test_bootstrap_resamples_within_each_true_class():
+    y_true = np.array([2, 0, 1, 1, 0, 2, 1, 1, 1, 0, 1, 3])  # class 3 has a single row
+    indices = bootstrap_indices(y_true, 50, seed=7)
+    assert indices.shape == (50, len(y_true))
+    expected = np.bincount(y_true)
+    for row in indices:
+        assert np.bincount(y_true[row], minlength=4).tolist() == expected.tolist()
+    assert (indices == bootstrap_indices(y_true, 50, seed=7)).all()
+    assert not (indices == bootstrap_indices(y_true, 50, seed=8)).all()
+    assert len(np.unique(indices[:, y_true[indices[0]] == 1])) > 1  # rows of a class vary
+
+
+def test_vectorised_auc_equals_sklearn_on_every_resample():
+    rng = np.random.default_rng(5)
+    y_true = rng.integers(0, 3, 60)
+    scores = rng.integers(0, 6, (60, 3)) / 5  # many ties
+    one_vs_rest = y_true[:, None] == np.arange(3)
+    indices = bootstrap_indices(y_true, 40, seed=2)
+    samples = bootstrap_aucs(one_vs_rest, scores, indices, max_values=7 * 60)  # several chunks
+    for row, picked in enumerate(indices):
+        for k in range(3):
+            assert samples[row, k] == pytest.approx(roc_auc_score(one_vs_rest[picked, k], scores[picked, k]))
+    only_positives = bootstrap_aucs(np.ones((60, 1), bool), scores[:, :1], indices)
+    assert np.isnan(only_positives).all()
+
+
+def test_a_rare_class_keeps_its_auc_interval():
+    rng = np.random.default_rng(11)
+    classes = ["melanoma", "nevus", "dermatofibroma"]
+    y_true = np.array([0] * 30 + [1] * 60 + [2] * 2)  # 2 dermatofibromas in 92
+    probabilities = rng.dirichlet(np.ones(3), size=len(y_true))
+    probabilities[y_true == 2, 2] += 0.4  # ranked high, not perfectly
+    probabilities[-1, 2] = 0.01
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    report = evaluation_report(y_true, probabilities, classes, "melanoma", None, RESAMPLES)
+    rare = report["per_class"]["dermatofibroma"]
+    low, high = rare["auc_ci"]
+    assert low < rare["auc"] < high  # the interval is not one point: both rows vary in resamples
+    indices = bootstrap_indices(y_true, RESAMPLES)
+    samples = bootstrap_aucs((y_true == 2)[:, None], probabilities[:, [2]], indices)
+    assert np.isfinite(samples).all()  # no resample lost the class
+    assert [low, high] == pytest.approx(list(np.percentile(samples, [2.5, 97.5])))
 
 
 @pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
 def test_bootstrap_balanced_accuracy_matches_sklearn():
     y_pred = PROBABILITIES.argmax(axis=1)
-    indices = np.vstack([np.arange(10), bootstrap_indices(10, 5)])
+    indices = np.vstack([np.arange(10), bootstrap_indices(Y_TRUE, 5)])
     values = bootstrap_balanced_accuracy(Y_TRUE, y_pred, 3, indices)
     expected = [balanced_accuracy_score(Y_TRUE[i], y_pred[i]) for i in indices]
     assert values == pytest.approx(expected)

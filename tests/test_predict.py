@@ -13,14 +13,23 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from melanoma_cli.cli import app
-from melanoma_cli.data.images import Unreadable
+from melanoma_cli.data.images import Unreadable, to_model_input
 from melanoma_cli.inference.prediction import Prediction, expand_inputs, predict_files
+from melanoma_cli.runtime.loading import load_classifier
 from melanoma_cli.utils.errors import MelanomaError
 
 runner = CliRunner()
 READABLE = ["deep16.png", "gray.jpg", "large.jpg", "old.bmp", "rgba.png", "scan.tiff", "UPPER.JPG"]
 RECORD_KEYS = {"path", "prediction", "probability", "top_k", "probabilities",
                "melanoma_probability", "melanoma_flag"}
+def picture_of(name: str) -> tuple[Image.Image, bool]:
+    """What the readable file `name` of the `images` fixture shows (the model must classify that),
+    and whether it is stored losslessly."""
+    lesion = lesion_image("melanoma", 0, 64)
+    return {"rgba.png": (lesion, True), "scan.tiff": (lesion, True), "old.bmp": (lesion, True),
+            "deep16.png": (lesion.convert("L"), True), "gray.jpg": (lesion.convert("L"), False),
+            "UPPER.JPG": (lesion, False),
+            "large.jpg": (lesion_image("nevus", 1, 64).resize((1000, 800)), False)}[name]
 
 
 def predict(*args) -> object:
@@ -85,9 +94,14 @@ def test_json_for_mixed_formats_and_modes(trained_run, images):
     records = records_of(result)
     assert sorted(Path(r["path"]).name for r in records) == sorted(READABLE)
     info = json.loads((trained_run / "model.json").read_text())
+    keras = load_classifier(trained_run, "keras")
     for record in records:
         assert set(record) == RECORD_KEYS
-        assert sum(record["probabilities"].values()) == pytest.approx(1, abs=1e-5)
+        picture, lossless = picture_of(Path(record["path"]).name)
+        expected = keras.predict(to_model_input(picture, keras.image_size)[None])[0]
+        assert list(record["probabilities"]) == keras.classes  # in the model's output order
+        assert list(record["probabilities"].values()) == pytest.approx(
+            expected.tolist(), abs=1e-5 if lossless else 0.03), record["path"]
         assert [name for name, _ in record["top_k"]] == sorted(
             CLASSES, key=lambda name: -record["probabilities"][name])
         assert record["top_k"][0] == [record["prediction"], record["probability"]]

@@ -2,18 +2,40 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
+from pathlib import Path
 
+import numpy as np
 import yaml
 from conftest import TINY_OVERRIDES, make_dataset, tree_hashes
 from typer.testing import CliRunner
 
 from melanoma_cli.cli import app
+from melanoma_cli.config import TrainConfig
+from melanoma_cli.data.images import decode_many
+from melanoma_cli.runtime.loading import load_classifier
 
 runner = CliRunner()
 RUN_FILES = {"model.keras", "model.json", "config.yaml", "history.csv", "metrics.json", "curves.png",
              "split.csv"}
+
+
+def assert_threshold_reaches_the_target_on_validation(run: Path, threshold: float) -> None:
+    """Scored by the saved model, the validation side of split.csv has its melanomas flagged at
+    the configured sensitivity, and one notch higher (the next melanoma score) would miss it."""
+    with (run / "split.csv").open(newline="", encoding="utf-8") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["side"] == "validation"]
+    classifier = load_classifier(run, "keras")
+    images = decode_many([Path(row["path"]) for row in rows], classifier.image_size)[0]
+    scores = classifier.predict(images)[:, classifier.classes.index("melanoma")].astype(np.float64)
+    melanoma = np.sort(scores[[row["label"] == "melanoma" for row in rows]])[::-1]
+    target = TrainConfig().melanoma_sensitivity
+    needed = int(np.ceil(target * len(melanoma)))
+    assert len(melanoma) >= 2 and (melanoma >= threshold).sum() == needed
+    assert melanoma[needed - 1] > threshold  # not on the edge: another engine's 1e-7 keeps the flag
+    assert needed == len(melanoma) or melanoma[needed] < threshold
 
 
 def train_args(data, out, *extra: str, overrides=TINY_OVERRIDES) -> list[str]:
@@ -30,7 +52,7 @@ def test_trained_run_folder_is_complete(trained_run):
     assert info["image_size"] == 24
     assert info["status"] == "complete"
     assert set(info["versions"]) >= {"melanoma_cli", "tensorflow", "keras"}
-    assert 0 <= info["melanoma_threshold"] <= 1
+    assert_threshold_reaches_the_target_on_validation(trained_run, info["melanoma_threshold"])
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert set(metrics["validation"]["per_class"]) == set(info["classes"])
     assert metrics["data"]["validation"] == {"melanoma": 2, "nevus": 2, "vascular lesion": 2}

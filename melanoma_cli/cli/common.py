@@ -45,7 +45,7 @@ EngineOption = Annotated[Engine, typer.Option(
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 TTAOption = Annotated[bool, typer.Option(
     "--tta", help="Average the probabilities over the 8 flips and 90-degree rotations of each image "
-                  "(8 times the work).")]
+                  "(8 times the work); flags melanoma at the model's TTA threshold.")]
 
 
 def handle_errors(command: F) -> F:

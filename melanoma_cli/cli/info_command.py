@@ -20,24 +20,65 @@ def _fmt(value: Any, interval: list[float] | None = None) -> str:
     return f"{text} ({interval[0]:.2f}-{interval[1]:.2f})" if interval else text
 
 
-def _validation_rows(validation: dict) -> list[tuple[str, str]]:
-    """Headline metrics from an evaluate report, or from a training run's metrics.json."""
-    report = validation.get("validation", validation)
-    rows = [
-        ("validation images", _fmt(report.get("n"))),
-        ("accuracy", _fmt(report.get("accuracy"), report.get("accuracy_ci"))),
-        ("balanced accuracy", _fmt(report.get("balanced_accuracy"), report.get("balanced_accuracy_ci"))),
-    ]
-    if "macro_auc" in report:
-        rows.append(("macro AUC", _fmt(report["macro_auc"], report.get("macro_auc_ci"))))
-    melanoma = report.get("melanoma")
-    if melanoma:
-        rows += [
-            ("melanoma sensitivity", _fmt(melanoma["sensitivity"], melanoma.get("sensitivity_ci"))),
-            ("melanoma specificity", _fmt(melanoma["specificity"], melanoma.get("specificity_ci"))),
-            ("melanoma AUC", _fmt(melanoma["auc"], melanoma.get("auc_ci"))),
-        ]
+HEADLINE = (("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"), ("macro AUC", "macro_auc"),
+            ("melanoma AUC", "melanoma_auc"), ("melanoma sensitivity", "melanoma_sensitivity"),
+            ("melanoma specificity", "melanoma_specificity"))
+ROLES = {"development": "development (chose the recipe)", "report": "report (chose nothing)"}
+
+
+def _headline(report: dict) -> dict:
+    """The flat headline figures (as model.json 'outside_sets' stores them) of an evaluate report."""
+    melanoma = report.get("melanoma") or {}
+    figures = {"n": report.get("n"), "melanomas": melanoma.get("n")}
+    for key in ("accuracy", "balanced_accuracy", "macro_auc"):
+        figures.update({key: report.get(key), f"{key}_ci": report.get(f"{key}_ci")})
+    for key in ("auc", "sensitivity", "specificity"):
+        figures[f"melanoma_{key}"] = melanoma.get(key)
+        figures[f"melanoma_{key}_ci"] = melanoma.get(f"{key}_ci")
+    figures["melanoma_threshold"] = melanoma.get("threshold")
+    return figures
+
+
+def _figure_rows(figures: dict, fixed: dict[str, str], indent: str = "") -> list[tuple[str, str]]:
+    """One row per headline figure present: its interval, or why it has none."""
+    rows = []
+    for name, key in HEADLINE:
+        if figures.get(key) is None:
+            continue
+        value = (f"{_fmt(figures[key])}, no interval: {escape(fixed[key])}" if key in fixed
+                 else _fmt(figures[key], figures.get(f"{key}_ci")))
+        rows.append((indent + name, value))
     return rows
+
+
+def _outside_rows(sets: list[dict]) -> list[tuple[str, str]]:
+    """Each outside test set: what it is, what it chose, and its figures."""
+    rows = []
+    for item in sets:
+        melanomas = "" if item.get("melanomas") is None else f", {item['melanomas']} melanomas"
+        rows.append((escape(item["name"]), escape(f"{item['n']} images{melanomas}; "
+                                                  f"{ROLES.get(item['role'], item['role'])}")))
+        rows += _figure_rows(item["metrics"], {}, indent="  ")
+    return rows
+
+
+def _validation_rows(report: dict) -> list[tuple[str, str]]:
+    """Headline metrics of the validation split; figures fixed there by a choice get no interval."""
+    figures = _headline(report)
+    melanomas = "" if figures["melanomas"] is None else f", {figures['melanomas']} melanomas"
+    chosen = f"; {report['chosen_here']}" if report.get("chosen_here") else ""
+    fixed = {key.replace(".", "_"): reason for key, reason in report.get("fixed_here", {}).items()}
+    return [("validation", f"{_fmt(figures['n'])} images{melanomas}{escape(chosen)}"),
+            *_figure_rows(figures, fixed, indent="  ")]
+
+
+def _source_rows(training: dict) -> list[tuple[str, str]]:
+    """Every training source (name and folder), or the data folder of an older run."""
+    sources = training.get("sources")
+    if isinstance(sources, list) and sources:
+        return [("training source", escape(f"{source.get('name') or source['path']} ({source['path']})"))
+                for source in sources if isinstance(source, dict) and "path" in source]
+    return [("data dir", escape(str(training["data_dir"])))] if "data_dir" in training else []
 
 
 def _pct(value: float | None) -> str:
@@ -74,7 +115,8 @@ def info(
         "--model", "-m", help="Run folder or .keras file \\[default: the bundled model].")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show a model's card: classes, input size, melanoma threshold, training and validation metrics."""
+    """Show a model's card: classes, input size, melanoma thresholds, training sources, results on
+    outside test sets, then on the validation split that chose the checkpoint and threshold."""
     from melanoma_cli.runtime.model_card import model_summary
 
     summary = model_summary(model)
@@ -87,13 +129,21 @@ def info(
     table.add_column("value", overflow="fold")  # long paths wrap, never cut short
     table.add_row("classes", escape(", ".join(summary["classes"])))
     table.add_row("input", f"{summary['image_size']}x{summary['image_size']} RGB")
-    threshold = summary["melanoma_threshold"]
-    table.add_row("melanoma flag", "argmax" if threshold is None else f"p({summary['melanoma_class']}) >= "
-                  f"{threshold:.3f}")
+    threshold, threshold_tta = summary["melanoma_threshold"], summary["melanoma_threshold_tta"]
+    rule = "argmax" if threshold is None else f"p({summary['melanoma_class']}) >= {threshold:.3f}"
+    if threshold_tta is not None:
+        rule += f"; with --tta >= {threshold_tta:.3f}"
+    table.add_row("melanoma flag", escape(rule))
     table.add_row("status", summary["status"])
-    for key in ("data_dir", "epochs_run", "train_seconds"):
+    for name, value in _source_rows(summary["training"]):
+        table.add_row(name, value)
+    for key in ("epochs_run", "train_seconds"):
         if key in summary["training"]:
             table.add_row(key.replace("_", " "), escape(str(summary["training"][key])))
+    if summary["outside_sets"]:
+        table.add_section()
+        for name, value in _outside_rows(summary["outside_sets"]):
+            table.add_row(name, value)
     if summary["validation"]:
         table.add_section()
         for name, value in _validation_rows(summary["validation"]):

@@ -145,6 +145,7 @@ def load_explainer(model: Path | None, layer: str | None = None, tta: bool = Fal
     """The Keras engine of `model` (gradients need it), split at `layer` (default: last convolution)."""
     classifier = load_classifier(model, "keras")
     assert isinstance(classifier, KerasClassifier)
+    with_tta(classifier, tta)  # refuses --tta for a model without a TTA threshold, before any work
     name, split = gradcam_model(classifier.network, layer)
     return Explainer(classifier, name, split, tta)
 

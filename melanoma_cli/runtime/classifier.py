@@ -23,6 +23,7 @@ class Classifier(Protocol):
     image_size: int
     melanoma_class: str | None
     melanoma_threshold: float | None
+    melanoma_threshold_tta: float | None  # the operating point set with test-time augmentation
     source: Path
     engine: EngineName
 
@@ -41,6 +42,7 @@ class BaseClassifier:
     melanoma_threshold: float | None
     source: Path
     engine: ClassVar[EngineName]
+    melanoma_threshold_tta: float | None = None
 
     @staticmethod
     def facts(info: ModelInfo, source: Path) -> dict[str, Any]:
@@ -50,6 +52,7 @@ class BaseClassifier:
             "image_size": info.image_size,
             "melanoma_class": info.melanoma_class if info.melanoma_class in info.classes else None,
             "melanoma_threshold": info.melanoma_threshold,
+            "melanoma_threshold_tta": info.melanoma_threshold_tta,
             "source": source,
         }
 

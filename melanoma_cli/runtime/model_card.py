@@ -30,30 +30,38 @@ def _int8_summary(model_file: Path, info: ModelInfo) -> dict[str, Any] | None:
 
 
 def model_summary(model: Path | None) -> dict[str, Any]:
-    """Classes, input size, threshold, training record and validation metrics of a model."""
+    """Classes, input size, thresholds, training record, outside-set results and the validation
+    report of a model."""
     folder = default_model_dir() if model is None else model
     model_file, info_file = resolve_model_path(folder)
     info = ModelInfo.load(info_file)
-    summary: dict[str, Any] = {
+    metrics = _metrics(RunFolder(model_file.parent).metrics)
+    return {
         "model": str(model_file),
         "bundled": model is None,
         "classes": info.classes,
         "image_size": info.image_size,
         "melanoma_class": info.melanoma_class,
         "melanoma_threshold": info.melanoma_threshold,
+        "melanoma_threshold_tta": info.melanoma_threshold_tta,
         "status": info.status,
         "training": info.training,
         "versions": info.versions,
-        "validation": None,
+        "outside_sets": info.outside_sets,
+        "validation": None if metrics is None else metrics.get("validation", metrics),
         "model_card": str(MODEL_CARD) if model is None and MODEL_CARD.is_file() else None,
+        "int8": _int8_summary(model_file, info),
     }
-    run = RunFolder(model_file.parent)
-    summary["int8"] = _int8_summary(model_file, info)
-    for path in (run.validation_report, run.metrics):
-        if path.is_file():
-            try:
-                summary["validation"] = json.loads(path.read_text(encoding="utf-8"))
-            except ValueError as exc:
-                raise MelanomaError(f"'{path}' is not valid JSON: {exc}") from exc
-            break
-    return summary
+
+
+def _metrics(path: Path) -> dict[str, Any] | None:
+    """A run's metrics.json (None when there is none)."""
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise MelanomaError(f"'{path}' is not valid JSON: {exc}") from exc
+    if not isinstance(metrics, dict):
+        raise MelanomaError(f"'{path}' is not a metrics report (a JSON object)")
+    return metrics

@@ -66,7 +66,7 @@ class RunFolder:
 
     @property
     def metrics(self) -> Path:
-        """Validation metrics of the best model."""
+        """The validation report of the best model (the split that chose it and its threshold)."""
         return self.path / METRICS_FILE
 
     @property
@@ -84,11 +84,6 @@ class RunFolder:
     def curves(self) -> Path:
         """Loss and accuracy per epoch."""
         return self.path / "curves.png"
-
-    @property
-    def validation_report(self) -> Path:
-        """The bundled model's full validation report (preferred to metrics.json by `info`)."""
-        return self.path / "validation_report.json"
 
     def export(self, fmt: str, quantize: str | None = None) -> Path:
         """Where an export goes: model.tflite (what predict runs), model_<quantize>.tflite, saved_model/."""
@@ -137,6 +132,7 @@ class ModelInfo:
     preprocessing: str = "raw RGB 0-255, resized to image_size x image_size (bilinear)"
     melanoma_class: str | None = "melanoma"
     melanoma_threshold: float | None = None
+    melanoma_threshold_tta: float | None = None  # the same target, on probabilities averaged by --tta
     config_hash: str = ""
     status: str = "complete"
     best_epoch: int | None = None
@@ -144,6 +140,8 @@ class ModelInfo:
     training: dict[str, Any] = field(default_factory=dict)
     exports: dict[str, str] = field(default_factory=dict)  # format -> file name in the model folder
     quantization: dict[str, Any] = field(default_factory=dict)  # export key -> method, calibration sample
+    # results on test sets from outside the training sources: {name, n, melanomas, role, metrics}
+    outside_sets: list[dict[str, Any]] = field(default_factory=list)
 
     def save(self, folder: Path) -> None:
         """Write model.json atomically."""
@@ -166,17 +164,36 @@ class ModelInfo:
             raise MelanomaError(f"model info '{path}': 'classes' must be a list of names")
         if not isinstance(info.image_size, int) or info.image_size < 1:
             raise MelanomaError(f"model info '{path}': 'image_size' must be a positive integer")
-        threshold = info.melanoma_threshold
-        if threshold is not None and (not isinstance(threshold, int | float) or isinstance(threshold, bool)):
-            raise MelanomaError(f"model info '{path}': 'melanoma_threshold' must be a number or null, "
-                                f"not {threshold!r}")
+        for key in ("melanoma_threshold", "melanoma_threshold_tta"):
+            threshold = getattr(info, key)
+            if threshold is not None and (isinstance(threshold, bool)
+                                          or not isinstance(threshold, int | float)):
+                raise MelanomaError(f"model info '{path}': '{key}' must be a number or null, "
+                                    f"not {threshold!r}")
         if info.melanoma_class is not None and not isinstance(info.melanoma_class, str):
             raise MelanomaError(f"model info '{path}': 'melanoma_class' must be a class name or null")
         if not isinstance(info.quantization, dict):
             raise MelanomaError(f"model info '{path}': 'quantization' must map exports to their records")
         if not isinstance(info.exports, dict) or not all(isinstance(v, str) for v in info.exports.values()):
             raise MelanomaError(f"model info '{path}': 'exports' must map formats to file names")
+        _check_outside_sets(path, info.outside_sets)
         return info
+
+
+OUTSIDE_SET_ROLES = ("development", "report")  # chose something about the model, or only reports
+
+
+def _check_outside_sets(path: Path, sets: Any) -> None:
+    """model.json 'outside_sets': a list of {name, n, melanomas, role, metrics}."""
+    if not isinstance(sets, list):
+        raise MelanomaError(f"model info '{path}': 'outside_sets' must be a list of test sets")
+    for number, item in enumerate(sets, 1):
+        if not isinstance(item, dict) or not {"name", "n", "role", "metrics"} <= set(item):
+            raise MelanomaError(f"model info '{path}': outside set {number} needs 'name', 'n', 'role' "
+                                "and 'metrics'")
+        if item["role"] not in OUTSIDE_SET_ROLES:
+            raise MelanomaError(f"model info '{path}': outside set '{item['name']}' has role "
+                                f"{item['role']!r}, not one of {', '.join(OUTSIDE_SET_ROLES)}")
 
 
 def runtime_versions() -> dict[str, str]:

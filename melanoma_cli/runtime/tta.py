@@ -3,6 +3,11 @@
 A dermoscopic image has no preferred orientation, so the four 90-degree rotations of the image and
 of its mirror image (the dihedral group D4) are equally valid views. `TTAClassifier` wraps any
 engine and implements `Classifier`, so every command gets the same averaging.
+
+Averaging the views pulls probabilities towards the middle, so a melanoma threshold set on
+single-view probabilities would not reach its sensitivity: TTA flags with the model's own TTA
+threshold (model.json `melanoma_threshold_tta`, set on validation at the end of training), and
+is refused for a model that has a threshold but no TTA threshold.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import numpy as np
 
 from melanoma_cli.runtime.classifier import Classifier
 from melanoma_cli.runtime.names import EngineName
+from melanoma_cli.utils.errors import MelanomaError
 
 VIEW_COUNT = 8
 
@@ -43,7 +49,8 @@ def average_views(rows: np.ndarray) -> np.ndarray:
 
 @dataclass
 class TTAClassifier:
-    """Any classifier, with its probabilities averaged over the 8 views of each image."""
+    """Any classifier, with its probabilities averaged over the 8 views of each image, flagging
+    melanoma at the inner classifier's TTA threshold."""
 
     inner: Classifier
 
@@ -61,7 +68,11 @@ class TTAClassifier:
 
     @property
     def melanoma_threshold(self) -> float | None:
-        return self.inner.melanoma_threshold
+        return self.inner.melanoma_threshold_tta
+
+    @property
+    def melanoma_threshold_tta(self) -> float | None:
+        return self.inner.melanoma_threshold_tta
 
     @property
     def source(self) -> Path:
@@ -86,5 +97,14 @@ def uses_tta(classifier: Classifier) -> bool:
 
 
 def with_tta(classifier: Classifier, tta: bool) -> Classifier:
-    """`classifier` wrapped in `TTAClassifier` when `tta` is set, else itself."""
-    return TTAClassifier(classifier) if tta else classifier
+    """`classifier` wrapped in `TTAClassifier` when `tta` is set, else itself.
+
+    Refused when the model has a melanoma threshold but none set with TTA (its flags would
+    not mean what the threshold promises)."""
+    if not tta:
+        return classifier
+    if classifier.melanoma_threshold is not None and classifier.melanoma_threshold_tta is None:
+        raise MelanomaError(f"--tta needs a melanoma threshold set with test-time augmentation, and "
+                            f"the model '{classifier.source}' has none ('melanoma_threshold_tta' in "
+                            "its model.json; training sets it): leave out --tta")
+    return TTAClassifier(classifier)

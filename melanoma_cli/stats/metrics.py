@@ -76,24 +76,28 @@ def wilson_interval(successes: int, n: int, confidence: float = CONFIDENCE) -> I
 
 
 def roc_auc(is_positive: np.ndarray, scores: np.ndarray) -> float | None:
-    """scikit-learn's ROC AUC; None unless both positives and negatives are present.
-
-    roc_curve + auc is what roc_auc_score computes for binary labels, at half its overhead
-    (it matters: the bootstrap calls this thousands of times).
-    """
-    from sklearn.metrics import auc, roc_curve
+    """scikit-learn's ROC AUC; None unless both positives and negatives are present."""
+    from sklearn.metrics import roc_auc_score
 
     is_positive = np.asarray(is_positive, dtype=bool)
     if is_positive.all() or not is_positive.any():
         return None
-    fpr, tpr, _ = roc_curve(is_positive, scores)
-    return float(auc(fpr, tpr))
+    return float(roc_auc_score(is_positive, scores))
 
 
-def bootstrap_indices(n: int, resamples: int = BOOTSTRAP_RESAMPLES,
+def bootstrap_indices(y_true: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES,
                       seed: int = BOOTSTRAP_SEED) -> np.ndarray:
-    """(resamples, n) row indices drawn with replacement, reproducibly."""
-    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    """(resamples, n) row indices drawn with replacement within each true class, reproducibly.
+
+    Stratified: every resample holds as many rows of each class as `y_true` does, so no class
+    drops out of a resample (its AUC always exists) and balanced accuracy always averages over
+    the same classes. Columns are grouped by class, in class order.
+    """
+    y_true = np.asarray(y_true)
+    rng = np.random.default_rng(seed)
+    blocks = [rows[rng.integers(0, len(rows), size=(resamples, len(rows)))]
+              for rows in (np.flatnonzero(y_true == label) for label in np.unique(y_true))]
+    return np.hstack(blocks) if blocks else np.zeros((resamples, 0), dtype=np.int64)
 
 
 def percentile_interval(samples: np.ndarray, confidence: float = CONFIDENCE) -> Interval | None:
@@ -106,19 +110,50 @@ def percentile_interval(samples: np.ndarray, confidence: float = CONFIDENCE) -> 
     return float(low), float(high)
 
 
-def bootstrap_aucs(is_positive: np.ndarray, scores: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """(resamples, k) AUCs of k score columns on each resample of rows.
+def resample_counts(indices: np.ndarray, n: int) -> np.ndarray:
+    """(resamples, n): how many times each of the n rows is drawn in each resample."""
+    offsets = np.arange(len(indices))[:, None] * n
+    return np.bincount((indices + offsets).ravel(), minlength=len(indices) * n).reshape(len(indices), n)
 
-    NaN marks a resample with only positives or only negatives for that column (skipped).
+
+def resampled_aucs(is_positive: np.ndarray, scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """ROC AUC of one score column on every resample at once: the Mann-Whitney U statistic.
+
+    A resample is given by `counts` (resamples, n), the times each row is drawn. The scores are
+    sorted once; in each resample a run of tied scores holding c rows takes the average rank
+    (rows below) + (c + 1) / 2, so AUC = (sum of the positives' ranks - P(P + 1) / 2) / (P N),
+    a tie counting one half as in roc_auc_score. NaN where a resample lacks positives or negatives.
     """
-    from sklearn import config_context
+    order = np.argsort(scores, kind="stable")
+    ordered = scores[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # one run per distinct score
+    drawn = counts[:, order]
+    per_score = np.add.reduceat(drawn, starts, axis=1)
+    positives_per_score = np.add.reduceat(drawn * is_positive[order], starts, axis=1)
+    ranks = np.cumsum(per_score, axis=1) - per_score + (per_score + 1) / 2
+    positives = positives_per_score.sum(axis=1)
+    negatives = per_score.sum(axis=1) - positives
+    u = (positives_per_score * ranks).sum(axis=1) - positives * (positives + 1) / 2
+    pairs = (positives * negatives).astype(float)
+    return np.divide(u, pairs, out=np.full(pairs.shape, np.nan), where=pairs > 0)
 
+
+def bootstrap_aucs(is_positive: np.ndarray, scores: np.ndarray, indices: np.ndarray,
+                   max_values: int = 1 << 23) -> np.ndarray:
+    """(resamples, k) AUCs of k score columns on each resample of rows (NaN: one class only).
+
+    Vectorised over resamples (`resampled_aucs`), `max_values` counts at a time to bound memory.
+    """
+    n = is_positive.shape[0]
     samples = np.full((len(indices), is_positive.shape[1]), np.nan)
-    with config_context(assume_finite=True, skip_parameter_validation=True):  # inputs are ours
+    if n == 0:
+        return samples
+    step = max(1, max_values // n)
+    for start in range(0, len(indices), step):
+        counts = resample_counts(indices[start:start + step], n)
         for column in range(is_positive.shape[1]):
-            for row, picked in enumerate(indices):
-                value = roc_auc(is_positive[picked, column], scores[picked, column])
-                samples[row, column] = np.nan if value is None else value
+            samples[start:start + step, column] = resampled_aucs(is_positive[:, column],
+                                                                 scores[:, column], counts)
     return samples
 
 
@@ -129,9 +164,10 @@ def bootstrap_auc_interval(
     seed: int = BOOTSTRAP_SEED,
     confidence: float = CONFIDENCE,
 ) -> Interval | None:
-    """Seeded percentile-bootstrap interval of one ROC AUC."""
+    """Seeded percentile-bootstrap interval of one ROC AUC, resampled within positives and
+    negatives (None unless both are present)."""
     is_positive = np.asarray(is_positive, dtype=bool)
-    indices = bootstrap_indices(len(is_positive), resamples, seed)
+    indices = bootstrap_indices(is_positive, resamples, seed)
     samples = bootstrap_aucs(is_positive[:, None], np.asarray(scores)[:, None], indices)
     return percentile_interval(samples[:, 0], confidence)
 
@@ -226,7 +262,8 @@ def evaluation_report(
     `y_true` holds indices into `classes` (one or more rows). Class predictions are the argmax;
     the melanoma block counts a lesion as melanoma when flagged (p(melanoma) >= `threshold`,
     or argmax when it is None), and is None when `melanoma_class` is not a model class.
-    Intervals (`*_ci`, 95%): Wilson for proportions, seeded percentile bootstrap otherwise;
+    Intervals (`*_ci`, 95%): Wilson for proportions, otherwise a seeded percentile bootstrap
+    that resamples within each true class (stratified, so every class present keeps its AUC);
     the macro AUC averages the one-vs-rest AUCs of the classes present in the test set.
     """
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix
@@ -238,7 +275,7 @@ def evaluation_report(
     one_vs_rest = y_true[:, None] == labels
     aucs = [roc_auc(one_vs_rest[:, k], probabilities[:, k]) for k in labels]
     scored = [k for k in labels if aucs[k] is not None]
-    indices = bootstrap_indices(n, resamples)
+    indices = bootstrap_indices(y_true, resamples)
     auc_samples = bootstrap_aucs(one_vs_rest, probabilities, indices)
     per_class = _per_class(y_true, y_pred, aucs, auc_samples, classes)
     macro_auc = float(np.mean([aucs[k] for k in scored])) if scored else None
@@ -267,3 +304,35 @@ def evaluation_report(
         "confidence": CONFIDENCE,
         "bootstrap_resamples": resamples,
     }
+
+
+CHOSEN_HERE = "threshold and checkpoint chosen here"
+
+
+def selection_report(
+    y_true: np.ndarray,
+    probabilities: np.ndarray,
+    classes: list[str],
+    melanoma_class: str | None,
+    threshold: float | None,
+    monitor: str,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> dict:
+    """`evaluation_report` of the split that chose the checkpoint (by `monitor`) and the threshold.
+
+    What those choices fixed is reported without an interval, its reason under `fixed_here`:
+    the melanoma sensitivity (the threshold was set to reach it) and the monitored metric (the
+    checkpoint maximised it). The other figures keep their intervals, but the choices made
+    here flatter them: `chosen_here` says so.
+    """
+    report = evaluation_report(y_true, probabilities, classes, melanoma_class, threshold, resamples)
+    fixed = {}
+    if report["melanoma"] is not None and threshold is not None:
+        report["melanoma"]["sensitivity_ci"] = None
+        fixed["melanoma.sensitivity"] = ("fixed by construction (the melanoma threshold was set on this "
+                                         "split to reach it)")
+    metric = monitor.removeprefix("val_")
+    if f"{metric}_ci" in report:
+        report[f"{metric}_ci"] = None
+        fixed[metric] = f"the checkpoint was chosen by {monitor} on this split"
+    return {**report, "chosen_here": CHOSEN_HERE, "fixed_here": fixed}

@@ -36,7 +36,8 @@ from melanoma_cli.runtime.run_folder import (
     runtime_versions,
     save_model,
 )
-from melanoma_cli.stats.metrics import summary, threshold_for_sensitivity
+from melanoma_cli.runtime.tta import VIEW_COUNT, view
+from melanoma_cli.stats.metrics import selection_report, summary, threshold_for_sensitivity
 from melanoma_cli.training.distribute import Distribution, choose
 from melanoma_cli.training.fit import Interrupts, ProgressHook, TrainingData, fit
 from melanoma_cli.training.linear_probe import LinearProbe, ensemble_probabilities, fit_probe, frozen_features
@@ -88,13 +89,15 @@ class _Run:
     distribution: Distribution
 
 
-def _model_info(run: _Run, status: str, threshold: float | None, training: dict) -> ModelInfo:
+def _model_info(run: _Run, status: str, threshold: float | None, training: dict,
+                threshold_tta: float | None = None) -> ModelInfo:
     melanoma = run.config.train.melanoma_class
     return ModelInfo(
         classes=run.data.classes,
         image_size=run.config.data.image_size,
         melanoma_class=melanoma if melanoma in run.data.classes else None,
         melanoma_threshold=threshold,
+        melanoma_threshold_tta=threshold_tta,
         config_hash=run.config.fingerprint(),
         status=status,
         best_epoch=run.state.best_epoch,
@@ -124,6 +127,16 @@ def _melanoma_threshold(run: _Run, probabilities: np.ndarray) -> float | None:
     if threshold is None:
         run.report("warning", {"message": data_report.no_threshold_warning(melanoma)})
     return threshold
+
+
+def _tta_probabilities(run: _Run, model: Any) -> np.ndarray:
+    """Validation probabilities averaged over the 8 views, as `--tta` computes them."""
+    from melanoma_cli.data.pipeline import make_dataset
+
+    images, classes, batch = run.data.val_images, len(run.data.classes), run.config.data.batch_size
+    views = [model.predict(make_dataset(np.ascontiguousarray(view(images, index)), None, classes, batch),
+                           verbose=0) for index in range(VIEW_COUNT)]
+    return np.mean(views, axis=0, dtype=np.float64).astype(np.float32)
 
 
 def _fit_linear_probe(run: _Run) -> None:
@@ -216,10 +229,12 @@ def _finish(run: _Run, data_for_fit: TrainingData, interrupted: bool) -> TrainRe
     config, data, state, folder = run.config, run.data, run.state, run.folder
     best, probabilities, members = _best_model(run, data_for_fit.validation, data_for_fit.val_probe)
     save_model(best, folder.model)  # without optimizer state: a third of the size
-    validation = summary(data.val_labels, probabilities, data.classes)
     threshold, panel = _melanoma_threshold(run, probabilities), None
     if data_for_fit.panel:
         threshold, panel = _panel_threshold(run, best, probabilities, data_for_fit)
+    threshold_tta = None if threshold is None else _melanoma_threshold(run, _tta_probabilities(run, best))
+    validation = selection_report(data.val_labels, probabilities, data.classes, config.train.melanoma_class,
+                                  threshold, config.train.monitor)
     epochs_run = len(read_history(folder))
     metrics = {
         "best_epoch": state.best_epoch,
@@ -230,6 +245,7 @@ def _finish(run: _Run, data_for_fit: TrainingData, interrupted: bool) -> TrainRe
         **({"members": members} if members else {}),
         **({"panel": panel} if panel else {}),
         "melanoma_threshold": threshold,
+        "melanoma_threshold_tta": threshold_tta,
     }
     seconds = max(state.train_seconds, 1e-9)
     training = {
@@ -239,7 +255,8 @@ def _finish(run: _Run, data_for_fit: TrainingData, interrupted: bool) -> TrainRe
         "train_seconds": round(seconds, 1),
         "train_images_per_second": round(epochs_run * len(data.train_labels) / seconds, 1),
     }
-    _model_info(run, "incomplete" if interrupted else "complete", threshold, training).save(folder.path)
+    _model_info(run, "incomplete" if interrupted else "complete", threshold, training,
+                threshold_tta).save(folder.path)
     SeenImages.of([*data.split.train, *data.split.validation]).save(folder.seen_images)
     write_result(folder, metrics)
     run_summary = {"run_dir": str(folder.path), **metrics, "training": training}
