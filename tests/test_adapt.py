@@ -71,6 +71,15 @@ def test_adapt_writes_a_run_that_predicts_with_a_threshold_set_on_the_sample(ens
     rows = json.loads(predicted.stdout)
     flags = [row["melanoma_flag"] for row in rows]
     assert flags == [row["probabilities"]["melanoma"] >= record["threshold"] for row in rows]
+    shown = runner.invoke(app, ["info", "--model", str(tmp_path / "adapted"), "--json"])
+    assert shown.exit_code == 0, shown.output
+    card = json.loads(shown.stdout)
+    assert card["training"]["adaptation"]["images"] == 24 and card["melanoma_threshold_tta"] is None
+    assert card["outside_sets"] == []  # the base model's results are not the adapted model's
+    table = runner.invoke(app, ["info", "--model", str(tmp_path / "adapted")])
+    assert table.exit_code == 0 and "adapted to" in table.stdout
+    tta = runner.invoke(app, ["predict", str(images[0]), "--model", str(tmp_path / "adapted"), "--tta"])
+    assert tta.exit_code == 1 and "--tta" in tta.stderr
 
     again = runner.invoke(app, ["adapt", str(sample), "--model", str(tmp_path / "adapted"), "--out",
                                 str(tmp_path / "twice")])
@@ -87,7 +96,8 @@ def test_adapt_refuses_a_sample_it_cannot_use(ensemble_run, tmp_path, make, mess
     result = runner.invoke(app, ["adapt", str(sample), "--model", str(ensemble_run), "--out",
                                  str(tmp_path / "adapted")])
     assert result.exit_code == 1, result.output
-    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    error = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and message in error[0] and "Traceback" not in result.output
     assert not (tmp_path / "adapted").exists()
 
 

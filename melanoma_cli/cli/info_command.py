@@ -81,6 +81,17 @@ def _source_rows(training: dict) -> list[tuple[str, str]]:
     return [("data dir", escape(str(training["data_dir"])))] if "data_dir" in training else []
 
 
+def _adaptation_rows(record: dict) -> list[tuple[str, str]]:
+    """Which clinic sample the model was adapted to, and what its threshold promises there."""
+    classes = ", ".join(f"{name} {n}" for name, n in record["classes"].items())
+    promise = [f"{what} {_fmt(record[what]['value'], record[what]['ci95'])} (n {record[what]['n']})"
+               for what in ("sensitivity", "specificity")]
+    return [("adapted to", escape(f"{record['sample']} ({record['images']} images: {classes})")),
+            ("adapted from", escape(record["base_model"])),
+            (f"on the sample (target {record['target_sensitivity']:.2f})",
+             escape("; ".join(promise) + ", out of fold, 95% intervals"))]
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
@@ -140,6 +151,11 @@ def info(
     for key in ("epochs_run", "train_seconds"):
         if key in summary["training"]:
             table.add_row(key.replace("_", " "), escape(str(summary["training"][key])))
+    adaptation = summary["training"].get("adaptation")
+    if isinstance(adaptation, dict):
+        table.add_section()
+        for name, value in _adaptation_rows(adaptation):
+            table.add_row(name, value)
     if summary["outside_sets"]:
         table.add_section()
         for name, value in _outside_rows(summary["outside_sets"]):

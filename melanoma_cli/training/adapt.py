@@ -34,7 +34,6 @@ from melanoma_cli.runtime.run_folder import (
 from melanoma_cli.stats.metrics import threshold_for_sensitivity, wilson_interval
 from melanoma_cli.training.linear_probe import LinearProbe, ensemble_probabilities, frozen_features
 from melanoma_cli.training.prior_head import fit_towards
-from melanoma_cli.utils.atomic import write_text
 from melanoma_cli.utils.errors import MelanomaError
 from melanoma_cli.utils.progress import Progress, no_progress
 
@@ -207,13 +206,7 @@ def adapt(sample: SourceConfig, model: Path, out: Path, *, sensitivity: float = 
     seen_now = SeenImages.of(data.images)
     (seen.plus(seen_now) if seen is not None else seen_now).save(folder.seen_images)
     training = {**info.training, "adaptation": record}
-    replace(info, melanoma_threshold=threshold, training=training, exports={}, quantization={},
-            status="complete").save(folder.path)
-    write_text(folder.metrics, _json({"adaptation": record}))
+    # the base model's TTA threshold and outside-set results describe another model: not carried over
+    replace(info, melanoma_threshold=threshold, melanoma_threshold_tta=None, outside_sets=[],
+            training=training, exports={}, quantization={}, status="complete").save(folder.path)
     return AdaptResult(folder.path, record, data.skipped)
-
-
-def _json(payload: dict) -> str:
-    import json
-
-    return json.dumps(payload, indent=2) + "\n"
