@@ -53,6 +53,7 @@ class DataConfig:
     batch_size: int = 32
     min_images_per_class: int = 2
     classes: list[str] | None = None  # expected class folder names (None: whatever the data has)
+    cache: Literal["ram", "disk"] = "ram"  # decoded images in memory, or memory-mapped in a temp folder
 
 
 @dataclass
