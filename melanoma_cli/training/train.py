@@ -35,7 +35,7 @@ from melanoma_cli.runtime.run_folder import (
     save_model,
 )
 from melanoma_cli.stats.metrics import summary, threshold_for_sensitivity
-from melanoma_cli.training.distribute import Distribution, choose
+from melanoma_cli.training.distribute import Distribution, choose, use_float32
 from melanoma_cli.training.fit import Interrupts, ProgressHook, TrainingData, fit
 from melanoma_cli.training.linear_probe import LinearProbe, fit_probe, frozen_features
 from melanoma_cli.training.run_record import (
@@ -135,14 +135,15 @@ def _fit_linear_probe(run: _Run) -> None:
 
 
 def _best_model(run: _Run, val_dataset: Any) -> tuple[Any, np.ndarray, dict]:
-    """The model to ship, its validation probabilities, and each ensemble member's validation.
+    """The model to ship (float32 throughout), its validation probabilities, and each ensemble
+    member's validation.
 
     With `model.linear_probe` it is the best fine-tuned network averaged with the probe."""
     from melanoma_cli.models.ensemble import build_ensemble, build_probe, fine_tuned_member
-    from melanoma_cli.models.saving import load_network
+    from melanoma_cli.models.saving import float32_copy, load_network
 
     config, folder = run.config, run.folder
-    fine_tuned = fine_tuned_member(load_network(folder.model))
+    fine_tuned = float32_copy(fine_tuned_member(load_network(folder.model)))
     probabilities = fine_tuned.predict(val_dataset, verbose=0)
     if not config.model.linear_probe:
         return fine_tuned, probabilities, {}
@@ -208,10 +209,12 @@ def _train_run(run: _Run) -> TrainResult:
         steps_per_epoch=int(np.ceil(len(data.train_labels) / batch)),
         class_weight=class_weights(config, data.train_labels, num_classes),
     )
+    use_float32()  # the probe's features, like the model that ships, are float32
     if config.model.linear_probe and not run.folder.linear_probe.is_file():
         _fit_linear_probe(run)
     record = RunRecord.open(run.folder, config.train.monitor, run.state)
-    interrupted = fit(config, training_data, record, run.report, run.distribution)
+    with run.distribution.precision():  # float32 outside: the probe above, the model that ships
+        interrupted = fit(config, training_data, record, run.report, run.distribution)
     if run.state.best_epoch is None:
         raise MelanomaError(f"training stopped before the first epoch ended; no model saved in "
                             f"'{run.folder.path}' (start it again with: melanoma train --resume "
