@@ -107,7 +107,7 @@ def _check_precision(config: Config, gpus: int) -> None:
 
 
 def choose(config: Config) -> Distribution:
-    """The strategy `train.distribute` asks for (mixed precision checked, set by `Distribution.precision`).
+    """The strategy `train.distribute` asks for (mixed precision is checked here, set by `precision`).
 
     Call it before TensorFlow runs anything else: MultiWorkerMirroredStrategy has to be created
     before the runtime starts.
