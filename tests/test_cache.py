@@ -17,6 +17,7 @@ from melanoma_cli.data.cache import CachedImages, ImageCache
 from melanoma_cli.data.pipeline import build_augmenter
 from melanoma_cli.data.pipeline import make_dataset as make_pipeline
 from melanoma_cli.data.preparation import prepare_data
+from melanoma_cli.utils.errors import MelanomaError
 from melanoma_cli.utils.tensorflow import import_tensorflow
 
 
@@ -33,16 +34,19 @@ def two_epochs(config, images, labels) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(np.asarray(x), np.asarray(y)) for _ in range(2) for x, y in dataset]
 
 
-def test_disk_cache_gives_the_batches_of_the_ram_cache(tmp_path):
+def test_disk_cache_gives_the_batches_of_the_ram_cache(tmp_path, monkeypatch):
     data = make_dataset(tmp_path / "data", per_class=6)
     before = tree_hashes(data)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
     config, in_ram = prepared(data, "ram")
     _, on_disk = prepared(data, "disk")
     assert in_ram.train_images.cache.kind == "ram" and on_disk.train_images.cache.kind == "disk"
-    cache_file = Path(on_disk.train_images.cache.array.filename)
     assert isinstance(on_disk.train_images.cache.array, np.memmap)
-    assert cache_file.is_relative_to(tempfile.gettempdir()) and not cache_file.is_relative_to(tmp_path)
-    assert not cache_file.parent.exists()  # unlinked once mapped: nothing is left behind, ever
+    maps = Path("/proc/self/maps").read_text()
+    assert str(temporary) in maps  # mapped from a file in the temporary folder...
+    assert not list(temporary.iterdir())  # ...that has no name: nothing can be left behind
     np.testing.assert_array_equal(np.asarray(on_disk.train_images), np.asarray(in_ram.train_images))
     np.testing.assert_array_equal(on_disk.train_labels, in_ram.train_labels)
 
@@ -113,6 +117,16 @@ def test_training_from_a_disk_cache_matches_ram_through_the_cli(tmp_path):
         summaries[kind] = json.loads(result.stdout)
     assert summaries["disk"]["validation"] == summaries["ram"]["validation"]
     assert "cache: disk" in (tmp_path / "disk" / "config.yaml").read_text()
+
+
+def test_no_room_for_a_disk_cache_is_a_one_line_error(monkeypatch):
+    def disk_full(fd, offset, length):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.posix_fallocate", disk_full)
+    with pytest.raises(MelanomaError, match=r"^no room for the image cache \(0.0 GB\) in temporary "
+                                            r"folder '.*' \(No space left on device\); free space"):
+        ImageCache(10, 8, "disk")
 
 
 def test_unknown_cache_kind_is_a_one_line_error(tmp_path):

@@ -1,10 +1,10 @@
 """The decoded image cache of a training run (`data.cache`): every model input, uint8, once.
 
-`ram` holds the cache in one numpy array; `disk` in a memory-mapped .npy file made in a new
-temporary folder (under $TMPDIR, never in a data folder) and unlinked at once where the system
-allows it: the mapping keeps the data, and the space is freed when the process lets go of it or
-ends, however it ends. A pool larger than the free memory then trains, paged in and out by the
-operating system. The scan
+`ram` holds the cache in one numpy array; `disk` in a memory-mapped temporary file (under
+$TMPDIR, never in a data folder) that has no name: the mapping keeps the data, and the space is
+freed when the process lets go of it or ends, however it ends. Its space is reserved up front,
+so a full disk is a clear error, not a crash while writing. A pool larger than the free memory
+then trains, paged in and out by the operating system. The scan
 decodes each file straight into its row (no list of arrays stacked into a second copy); the
 training and validation sets are rows of it (`CachedImages`), and the tf.data pipeline reads
 batches by index, so no image enters a TensorFlow graph (whose constants stop at 2 GB).
@@ -12,17 +12,17 @@ batches by index, so no image enters a TensorFlow graph (whose constants stop at
 
 from __future__ import annotations
 
-import shutil
+import math
+import os
 import tempfile
-import weakref
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from melanoma_cli.utils.errors import MelanomaError
+
 CacheKind = Literal["ram", "disk"]
-CACHE_FILE = "images.npy"
 
 
 class ImageCache:
@@ -34,15 +34,21 @@ class ImageCache:
 
     def _allocate(self, shape: tuple[int, ...]) -> np.ndarray:
         """A new uint8 array of `shape`: in RAM, or mapped from a new temporary file."""
-        if self.kind == "ram":
+        size = math.prod(shape)
+        if self.kind == "ram" or size == 0:
             return np.empty(shape, np.uint8)  # pages are only committed when written
-        folder = Path(tempfile.mkdtemp(prefix="melanoma-cache-"))
-        array = np.lib.format.open_memmap(folder / CACHE_FILE, mode="w+", dtype=np.uint8, shape=shape)
-        try:  # the mapping keeps the data; the name is not needed any more
-            shutil.rmtree(folder)
-        except OSError:  # a system that cannot remove a mapped file: remove it with the array
-            weakref.finalize(array, shutil.rmtree, folder, ignore_errors=True)
-        return array
+        with tempfile.TemporaryFile(prefix="melanoma-cache-") as handle:  # nameless on POSIX
+            try:
+                if hasattr(os, "posix_fallocate"):
+                    os.posix_fallocate(handle.fileno(), 0, size)
+                else:
+                    handle.truncate(size)
+            except OSError as exc:
+                raise MelanomaError(
+                    f"no room for the image cache ({size / 1e9:.1f} GB) in temporary folder "
+                    f"'{tempfile.gettempdir()}' ({exc.strerror}); free space there, point TMPDIR "
+                    "elsewhere, or set config key 'data.cache' to ram") from exc
+            return np.memmap(handle, dtype=np.uint8, mode="r+", shape=shape)  # outlives the handle
 
     def __len__(self) -> int:
         return len(self.array)
