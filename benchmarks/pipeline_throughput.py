@@ -7,7 +7,13 @@ with the former Keras-layers augmentation, alternating in the same child. The sa
 (`image_dataset_from_directory` decoding JPEGs from disk; its small CNN). Each recipe runs in its
 own child process; ratio = pipeline / model, and should be >= 5.
 
-    python benchmarks/pipeline_throughput.py [--data DIR] [--steps 20] [--warmup 3]
+With `--caches`: only the image cache of final.yaml, `data.cache: ram` against `disk`, each in
+its own child: seconds to scan, decode and split into the cache, img/s of the fused training
+pipeline reading it, the child's peak RSS, and its resident memory at the end split into
+anonymous (the process's own) and file-backed (the memory-mapped cache: page cache the system
+can reclaim).
+
+    python benchmarks/pipeline_throughput.py [--data DIR] [--steps 20] [--warmup 3] [--caches]
 """
 
 from __future__ import annotations
@@ -78,6 +84,38 @@ def final_child(data: list[str], warmup: int, steps: int, overrides: list[str]) 
             "stages": stages, "ratio": min(s["ratio_fused"] for s in stages)}
 
 
+def resident_mb() -> dict[str, float]:
+    """This process's resident memory now: anonymous and file-backed (Linux /proc)."""
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("RssAnon", "RssFile"):
+            fields[f"{name[3:].lower()}_mb"] = round(int(value.split()[0]) / 1024, 1)
+    return fields
+
+
+def cache_child(data: list[str], warmup: int, steps: int, overrides: list[str]) -> dict[str, Any]:
+    from melanoma_cli.config import load_config
+    from melanoma_cli.data.pipeline import build_augmenter, make_dataset
+    from melanoma_cli.data.preparation import prepare_data
+    from melanoma_cli.data.sources import parse_source
+
+    config = load_config("final.yaml", overrides)
+    started = time.perf_counter()
+    prepared = prepare_data(config, [parse_source(source) for source in data])
+    prepare_s = time.perf_counter() - started
+    after_prepare = resident_mb()
+    dataset = make_dataset(prepared.train_images, prepared.train_labels, len(prepared.classes), BATCH,
+                           shuffle=True, augmenter=build_augmenter(config.augment, config.seed),
+                           seed=config.seed)
+    rate = pipeline_rate(dataset, warmup, steps)
+    cache = prepared.train_images.cache
+    return {"cache": config.data.cache, "data": data, "image_size": config.data.image_size,
+            "cached_images": len(cache), "cache_gb": round(cache.array.nbytes / 1e9, 2),
+            "train_images": len(prepared.train_labels), "prepare_s": round(prepare_s, 1),
+            "pipeline_img_per_s": round(rate, 1), "after_prepare": after_prepare, "at_end": resident_mb()}
+
+
 def original_child(data: Path, warmup: int, steps: int) -> dict[str, Any]:
     from melanoma_cli.utils.tensorflow import import_keras
 
@@ -98,12 +136,17 @@ def original_child(data: Path, warmup: int, steps: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = step_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--child", choices=["final", "original"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["final", "original", "cache"], help=argparse.SUPPRESS)
     parser.add_argument("--skip-original", action="store_true", help="measure final.yaml only")
+    parser.add_argument("--caches", action="store_true",
+                        help="only compare data.cache: ram vs disk (peak RSS, pipeline img/s)")
     args = parser.parse_args()
     data = data_args(args)
     if args.child == "final":
         print(json.dumps(final_child(data, args.warmup, args.steps, args.overrides)))
+        return
+    if args.child == "cache":
+        print(json.dumps(cache_child(data, args.warmup, args.steps, args.overrides)))
         return
     if args.child == "original":
         print(json.dumps(original_child(Path(parse_path(data[0])), args.warmup, args.steps)))
@@ -111,6 +154,13 @@ def main() -> None:
     common = [sys.executable, __file__, *(f"--data={source}" for source in data),
               "--steps", str(args.steps), "--warmup", str(args.warmup),
               *(f"--set={override}" for override in args.overrides)]
+    if args.caches:
+        for cache in ("ram", "disk"):
+            child = run_child([*common, f"--set=data.cache={cache}", "--child", "cache"])
+            emit("pipeline_cache", **child.last_json(), peak_rss_mb=child.peak_rss_mb,
+                 wall_s=round(child.wall_s, 1), steps=args.steps, warmup=args.warmup,
+                 overrides=args.overrides)
+        return
     for recipe in ("final",) if args.skip_original else ("original", "final"):
         child = run_child([*common, "--child", recipe])
         emit("pipeline_throughput", **child.last_json(), steps=args.steps, warmup=args.warmup,

@@ -68,6 +68,7 @@ class DataConfig(_Section):
     batch_size: int = Field(32, ge=1)
     min_images_per_class: int = Field(2, ge=2)
     classes: list[str] | None = Field(None, min_length=2)  # expected class names (None: what the data has)
+    cache: Literal["ram", "disk"] = "ram"  # decoded images in memory, or memory-mapped in a temp folder
 
     @field_validator("classes")
     @classmethod

@@ -204,7 +204,7 @@ def test_validation_loss_is_the_smoothed_weighted_training_loss(tmp_path):
     config = load_config(tmp_path / "run" / "config.yaml")
     prepared = prepare_data(config, [SourceConfig(str(data))])  # the same split
     model = import_keras().models.load_model(tmp_path / "run" / "model.keras", compile=False)
-    probabilities = np.clip(model.predict(prepared.val_images.astype(np.float32), verbose=0), 1e-7, 1)
+    probabilities = np.clip(model.predict(np.asarray(prepared.val_images, np.float32), verbose=0), 1e-7, 1)
     classes = probabilities.shape[1]
     targets = np.eye(classes)[prepared.val_labels] * (1 - 0.2) + 0.2 / classes
     weights = compute_class_weight("balanced", classes=np.arange(classes), y=prepared.train_labels)

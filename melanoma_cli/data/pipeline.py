@@ -1,8 +1,9 @@
-"""tf.data input pipelines over decoded images held in memory, and the training augmentation.
+"""tf.data input pipelines over the decoded image cache, and the training augmentation.
 
 The dataset scan decodes every image once to its model input (uint8, image_size^2 x 3: about
-150 KB at 224 px, ~2 GB for 13,000 images) and keeps it in memory: that array is the cache the
-pipeline slices, so no epoch decodes a file again.
+150 KB at 224 px, ~3.7 GB for 25,000 images) into the run's image cache (data/cache.py: in RAM
+or memory-mapped on disk); the pipeline reads batches from it by index, so no epoch decodes a
+file again.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from melanoma_cli.config import AugmentConfig
+from melanoma_cli.data.cache import CachedImages
 from melanoma_cli.utils.tensorflow import import_tensorflow
 
 # ITU-R BT.601 luma: the grey that saturation changes move towards or away from.
@@ -155,7 +157,7 @@ def build_augmenter(config: AugmentConfig, seed: int) -> FusedAugmenter | None:
 
 
 def make_dataset(
-    images: np.ndarray,
+    images: np.ndarray | CachedImages,
     labels: np.ndarray | None,
     num_classes: int,
     batch_size: int,
@@ -166,18 +168,25 @@ def make_dataset(
 ):
     """A batched, prefetched dataset of float32 0-255 images and one-hot labels (if given).
 
-    Shuffling and augmentation are for the training split only; they are seeded.
+    The dataset holds image indices, not images: each batch of indices is read from `images`
+    (an array or the rows of an `ImageCache`) by a NumPy call, so the pool's size is bounded by
+    RAM or disk, not by the 2 GB of a graph constant. Shuffling and augmentation are for the
+    training split only; they are seeded.
     """
     tf = import_tensorflow()
 
-    if labels is None:
-        dataset = tf.data.Dataset.from_tensor_slices(images)
-    else:
-        one_hot = np.eye(num_classes, dtype=np.float32)[labels]
-        dataset = tf.data.Dataset.from_tensor_slices((images, one_hot))
+    image_shape = tuple(images.shape[1:])
+    dataset = tf.data.Dataset.range(len(images))
     if shuffle:
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
+    one_hot = None if labels is None else tf.constant(np.eye(num_classes, dtype=np.float32)[labels])
+
+    def read(indices):
+        x = tf.numpy_function(lambda rows: np.asarray(images[rows], np.uint8), [indices], tf.uint8,
+                              stateful=False)
+        x = tf.ensure_shape(x, (None, *image_shape))
+        return x if one_hot is None else (x, tf.gather(one_hot, indices))
 
     def prepare(x, *rest):
         x = tf.cast(x, tf.float32)
@@ -185,8 +194,10 @@ def make_dataset(
             x = augmenter(x, training=True)
         return (x, *rest) if rest else x
 
-    # One sequential map: the augmenter's generator advances once per batch in order, which keeps
-    # the random draws reproducible; each op inside uses every core (below).
+    # Reading batches may run ahead in parallel (in order); augmentation is one sequential map:
+    # the augmenter's generator advances once per batch in order, which keeps the random draws
+    # reproducible; each op inside uses every core (below).
+    dataset = dataset.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.map(prepare)
     # tf.data runs map functions single-threaded by default; let each augmentation op use every
     # core instead (measured: twice the augmented batches per second on 2 cores, same results).

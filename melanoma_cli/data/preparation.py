@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from melanoma_cli.config import Config, SourceConfig
+from melanoma_cli.data.cache import CachedImages
 from melanoma_cli.data.dedupe import HoldoutIndex
 from melanoma_cli.data.images import Unreadable, iter_image_files
 from melanoma_cli.data.scan import DatasetScan, ImageFile, fingerprint_files, scan_sources
@@ -18,12 +19,12 @@ from melanoma_cli.utils.errors import MelanomaError
 
 @dataclass
 class PreparedData:
-    """Decoded arrays for one run, with the record of how they were made."""
+    """Decoded images for one run (rows of one `ImageCache`), with the record of how they were made."""
 
     classes: list[str]
-    train_images: np.ndarray
+    train_images: CachedImages
     train_labels: np.ndarray
-    val_images: np.ndarray
+    val_images: CachedImages
     val_labels: np.ndarray
     split: Split
     skipped: list[Unreadable] = field(default_factory=list)
@@ -42,28 +43,29 @@ def holdout_index(folders: Sequence[Path], files: Sequence[Path] = ()) -> Holdou
     return HoldoutIndex.of(images)
 
 
-def _arrays(files: list[ImageFile], scan: DatasetScan, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The images the scan decoded for `files` (handed over, not copied twice) and their labels."""
-    images = [scan.pixels.pop(f.path) for f in files]
+def _images(files: list[ImageFile], scan: DatasetScan) -> tuple[CachedImages, np.ndarray]:
+    """The images the scan decoded for `files` (their rows of its cache, no copy) and their labels."""
+    rows = np.array([scan.rows[f.path] for f in files], dtype=np.int64)
     labels = np.array([scan.classes.index(f.label) for f in files], dtype=np.int64)
-    return (np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)), labels
+    return CachedImages(scan.cache, rows), labels
 
 
 def _rebalance_train(data: PreparedData, config: Config) -> None:
-    """Append Augmentor samples to the training arrays only (never to validation)."""
+    """Append Augmentor samples to the cache and to the training split only (never to validation)."""
     from melanoma_cli.data.rebalance import generate_samples, plan_rebalance
 
     counts = {name: int((data.train_labels == i).sum()) for i, name in enumerate(data.classes)}
     plan = plan_rebalance(counts, config.rebalance.target)
-    new_images, new_labels = [data.train_images], [data.train_labels]
+    cache = data.train_images.cache
+    new_rows, new_labels = [data.train_images.rows], [data.train_labels]
     for index, name in enumerate(data.classes):
         sources = data.train_images[data.train_labels == index]
         samples = generate_samples(list(sources), plan[name], config.rebalance, config.seed + index)
         if samples:
-            new_images.append(np.stack([image for _, image in samples]))
+            new_rows.append(cache.extend(np.stack([image for _, image in samples])))
             new_labels.append(np.full(len(samples), index, dtype=np.int64))
     data.generated = {name: n for name, n in plan.items() if n}
-    data.train_images = np.concatenate(new_images)
+    data.train_images = CachedImages(cache, np.concatenate(new_rows))
     data.train_labels = np.concatenate(new_labels)
 
 
@@ -89,10 +91,11 @@ def _check_classes(scan: DatasetScan, expected: list[str] | None) -> None:
 
 def prepare_data(config: Config, sources: Sequence[SourceConfig] = (),
                  holdout_dirs: Sequence[Path] = (), holdout_files: Sequence[Path] = ()) -> PreparedData:
-    """Scan the sources (the config's, then `sources`), de-duplicate, split, decode, rebalance."""
+    """Scan and decode the sources (the config's, then `sources`) into the `data.cache`,
+    de-duplicate, split, rebalance."""
     near, size = config.data.near_duplicate_distance, config.data.image_size
     scan = scan_sources([*config.data.sources, *sources], config.data.classes,
-                        perceptual_hash=near is not None, image_size=size)
+                        perceptual_hash=near is not None, image_size=size, cache=config.data.cache)
     _check_classes(scan, config.data.classes)
     split = split_dataset(
         scan,
@@ -105,8 +108,8 @@ def prepare_data(config: Config, sources: Sequence[SourceConfig] = (),
         near_duplicate_distance=near,
         validation_source=config.data.validation_source,
     )
-    train_images, train_labels = _arrays(split.train, scan, size)
-    val_images, val_labels = _arrays(split.validation, scan, size)
+    train_images, train_labels = _images(split.train, scan)
+    val_images, val_labels = _images(split.validation, scan)
     data = PreparedData(scan.classes, train_images, train_labels, val_images, val_labels, split,
                         list(scan.unreadable), unreadable_by_class=dict(scan.unreadable_by_class))
     if config.rebalance.enabled:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from melanoma_cli.config import SourceConfig
+from melanoma_cli.data.cache import CacheKind, ImageCache
 from melanoma_cli.data.images import (
     DECODE_WORKERS,
     Unreadable,
@@ -59,14 +61,15 @@ class DatasetScan:
     sources: list[SourceListing] = field(default_factory=list)
     unreadable_by_class: Counter = field(default_factory=Counter)
 
+    cache: ImageCache | None = None  # model inputs, when asked for: row `rows[path]` of each file
+    rows: dict[Path, int] = field(default_factory=dict)
+
     @property
     def where(self) -> str:
         """How messages name the data: its folder, or its sources."""
         if len(self.sources) > 1:
             return "sources " + ", ".join(f"'{s.name}'" for s in self.sources)
         return f"'{self.root}'"
-    pixels: dict[Path, np.ndarray] = field(default_factory=dict)  # model inputs, when asked for
-
 
     def counts(self) -> dict[str, int]:
         """Readable images per class, in class order."""
@@ -108,9 +111,10 @@ def thumbnail(image: Image.Image) -> bytes:
 
 
 def _inspect_file(entry: Entry, with_phash: bool, image_size: int | None = None,
-                  keep_pixels: bool = True) -> tuple[ImageFile, np.ndarray | None] | Unreadable:
-    """The file's facts and, with `image_size` (and `keep_pixels`), its model input, from one
-    read and one decode."""
+                  store: Callable[[np.ndarray], None] | None = None) -> ImageFile | Unreadable:
+    """The file's facts from one read and one decode (JPEGs at `image_size`'s scale, as training
+    decodes them, so that perceptual hashes are training's); with `store`, its model input is
+    handed to it."""
     try:
         data = entry.path.read_bytes()
         image = open_image(data, draft_size=image_size or 256)
@@ -122,18 +126,22 @@ def _inspect_file(entry: Entry, with_phash: bool, image_size: int | None = None,
             thumbnail=thumbnail(image) if with_phash else None,
             source=entry.source, group=entry.group,
         )
-        return facts, to_model_input(image, image_size) if image_size and keep_pixels else None
+        pixels = None if image_size is None or store is None else to_model_input(image, image_size)
     except Exception as exc:  # any decoder failure means "unreadable", never a crash
         return Unreadable(entry.path, describe_error(exc))
+    if pixels is not None and store is not None:
+        store(pixels)  # outside the try: a failing cache (a full disk) is not an unreadable file
+    return facts
 
 
 def _read(listings: list[SourceListing], with_phash: bool, image_size: int | None = None,
-          keep_pixels: bool = True) -> DatasetScan:
+          cache: CacheKind = "ram", keep_pixels: bool = True) -> DatasetScan:
     """Read every listed file once, in parallel; classes are the labels met (sorted).
 
-    With `image_size`, JPEGs are decoded at the scale training uses (so the perceptual hashes
-    are training's) and the scan keeps each image's model input (`to_model_input`) in `pixels`,
-    so that training decodes every file once; `keep_pixels=False` keeps none.
+    With `image_size`, each decoding thread writes the image's model input (`to_model_input`)
+    straight into its row of an `ImageCache` of kind `cache` (`scan.cache`, `scan.rows`), so that
+    training decodes every file once and never holds a second copy; `keep_pixels=False` keeps
+    none (JPEGs are still decoded at training's scale).
     """
     classes = {e.label for listing in listings for e in listing.entries}
     for listing in listings:
@@ -146,17 +154,24 @@ def _read(listings: list[SourceListing], with_phash: bool, image_size: int | Non
         scan.unreadable.extend(listing.unreadable)
         scan.nested.extend(listing.nested)
         scan.outside_classes.extend(listing.loose)
+    if image_size is not None and keep_pixels:
+        scan.cache = ImageCache(len(entries), image_size, cache)
+
+    def inspect(row: int) -> ImageFile | Unreadable:
+        def store(pixels: np.ndarray) -> None:
+            scan.cache.array[row] = pixels
+
+        return _inspect_file(entries[row], with_phash, image_size, store if scan.cache is not None else None)
+
     with ThreadPoolExecutor(DECODE_WORKERS) as pool:
-        for result in pool.map(lambda entry: _inspect_file(entry, with_phash, image_size, keep_pixels),
-                               entries):
+        for row, result in enumerate(pool.map(inspect, range(len(entries)))):
             if isinstance(result, Unreadable):
                 scan.unreadable.append(result)
                 scan.unreadable_by_class[label_of[result.path]] += 1
                 continue
-            facts, pixels = result
-            scan.images.append(facts)
-            if pixels is not None:
-                scan.pixels[facts.path] = pixels
+            scan.images.append(result)
+            if scan.cache is not None:
+                scan.rows[result.path] = row
     return scan
 
 
@@ -180,12 +195,12 @@ def fingerprint_files(paths: list[Path]) -> tuple[list[ImageFile], list[Unreadab
             if isinstance(result, Unreadable):
                 unreadable.append(result)
             else:
-                images.append(result[0])
+                images.append(result)
     return images, unreadable
 
 
 def scan_sources(specs: list[SourceConfig], classes: list[str] | None = None,
                  perceptual_hash: bool = True, image_size: int | None = None,
-                 keep_pixels: bool = True) -> DatasetScan:
+                 cache: CacheKind = "ram", keep_pixels: bool = True) -> DatasetScan:
     """Read the files of several sources of either format into one scan (see `_read`)."""
-    return _read(list_sources(specs, classes), perceptual_hash, image_size, keep_pixels)
+    return _read(list_sources(specs, classes), perceptual_hash, image_size, cache, keep_pixels)

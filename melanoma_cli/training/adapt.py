@@ -103,7 +103,7 @@ def _read_sample(spec: SourceConfig, info: ModelInfo, seen: SeenImages | None, c
     if melanomas < MIN_MELANOMAS or others < MIN_OTHERS:
         raise MelanomaError(f"sample '{spec.path}' has {melanomas} melanoma(s) and {others} other lesion(s): "
                             f"at least {MIN_MELANOMAS} of each are needed to set a threshold")
-    images = np.stack([scan.pixels.pop(image.path) for image in scan.images])
+    images = scan.cache.array[[scan.rows[image.path] for image in scan.images]]
     progress("status", {"message": f"frozen features of {len(images)} sample images"})
     features, fine_tuned_probabilities = member_inputs(config, fine_tuned, images)
     return _Sample(features, fine_tuned_probabilities, labels, counts, list(scan.unreadable), scan.images)

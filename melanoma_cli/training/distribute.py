@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +39,18 @@ class Distribution:
         """model.json's "distribute" entry: strategy, replicas and the global batch size."""
         return {"strategy": self.name, "replicas": self.replicas, "workers": self.workers,
                 "global_batch_size": global_batch, "mixed_precision": self.mixed_precision}
+
+    @contextmanager
+    def precision(self) -> Iterator[None]:
+        """The Keras policy for fine-tuning: mixed_float16 when asked (the output layer stays
+        float32), float32 otherwise; float32 again afterwards, so that the linear probe's
+        features and the model that ships are computed and saved in float32."""
+        import_keras().mixed_precision.set_global_policy(
+            "mixed_float16" if self.mixed_precision else "float32")
+        try:
+            yield
+        finally:
+            use_float32()
 
     def adopt(self, model: Any) -> Any:
         """A model built in `strategy.scope()`, to be trained with `fit` inside that scope too.
@@ -80,17 +94,20 @@ def _is_chief(strategy: Any) -> bool:
                                                            and not chief_named)
 
 
-def _set_precision(config: Config, gpus: int) -> None:
-    """mixed_float16 on GPUs when asked (the output layer stays float32), float32 otherwise."""
+def use_float32() -> None:
+    """Set the global Keras policy to float32 (whatever set it before)."""
+    import_keras().mixed_precision.set_global_policy("float32")
+
+
+def _check_precision(config: Config, gpus: int) -> None:
+    """mixed_float16 is for GPUs: refused where TensorFlow sees none."""
     if config.train.mixed_precision and gpus == 0:
         raise MelanomaError("config key 'train.mixed_precision' needs a GPU and TensorFlow sees none "
                             "(set it to false)")
-    import_keras().mixed_precision.set_global_policy(
-        "mixed_float16" if config.train.mixed_precision else "float32")
 
 
 def choose(config: Config) -> Distribution:
-    """The strategy `train.distribute` asks for, with the mixed-precision policy set.
+    """The strategy `train.distribute` asks for (mixed precision is checked here, set by `precision`).
 
     Call it before TensorFlow runs anything else: MultiWorkerMirroredStrategy has to be created
     before the runtime starts.
@@ -115,6 +132,6 @@ def choose(config: Config) -> Distribution:
         else:
             strategy = tf.distribute.get_strategy()
         workers, is_chief = 1, True
-    _set_precision(config, len(tf.config.list_logical_devices("GPU")))
+    _check_precision(config, len(tf.config.list_logical_devices("GPU")))
     return Distribution(strategy, name, int(strategy.num_replicas_in_sync), workers, is_chief,
                         config.train.mixed_precision)

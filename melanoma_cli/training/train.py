@@ -38,7 +38,7 @@ from melanoma_cli.runtime.run_folder import (
 )
 from melanoma_cli.runtime.tta import VIEW_COUNT, view
 from melanoma_cli.stats.metrics import selection_report, summary, threshold_for_sensitivity
-from melanoma_cli.training.distribute import Distribution, choose
+from melanoma_cli.training.distribute import Distribution, choose, use_float32
 from melanoma_cli.training.fit import Interrupts, ProgressHook, TrainingData, fit
 from melanoma_cli.training.linear_probe import LinearProbe, ensemble_probabilities, fit_probe, frozen_features
 from melanoma_cli.training.panel import (
@@ -205,14 +205,15 @@ def _panel_threshold(run: _Run, best: Any, probabilities: np.ndarray,
 
 
 def _best_model(run: _Run, val_dataset: Any, val_probe: np.ndarray | None) -> tuple[Any, np.ndarray, dict]:
-    """The model to ship, its validation probabilities, and each ensemble member's validation.
+    """The model to ship (float32 throughout), its validation probabilities, and each ensemble
+    member's validation.
 
     With `model.linear_probe` it is the best fine-tuned network averaged with the probe."""
     from melanoma_cli.models.ensemble import build_ensemble, build_probe, fine_tuned_member
-    from melanoma_cli.models.saving import load_network
+    from melanoma_cli.models.saving import float32_copy, load_network
 
     config, folder = run.config, run.folder
-    fine_tuned = fine_tuned_member(load_network(folder.model))
+    fine_tuned = float32_copy(fine_tuned_member(load_network(folder.model)))
     probabilities = fine_tuned.predict(val_dataset, verbose=0)
     if val_probe is None:
         return fine_tuned, probabilities, {}
@@ -285,6 +286,7 @@ def _train_run(run: _Run) -> TrainResult:
         steps_per_epoch=int(np.ceil(len(data.train_labels) / batch)),
         class_weight=class_weights(config, data.train_labels, num_classes),
     )
+    use_float32()  # the probe's features, like the model that ships, are float32
     if config.model.linear_probe:
         if not run.folder.linear_probe.is_file():
             _fit_linear_probe(run)
@@ -293,7 +295,8 @@ def _train_run(run: _Run) -> TrainResult:
         training_data.melanoma_index = _melanoma_index(run)
         training_data.panel = _panel(run)
     record = RunRecord.open(run.folder, config.train.monitor, run.state)
-    interrupted = fit(config, training_data, record, run.report, run.distribution)
+    with run.distribution.precision():  # float32 outside: the probe above, the model that ships
+        interrupted = fit(config, training_data, record, run.report, run.distribution)
     if run.state.best_epoch is None:
         raise MelanomaError(f"training stopped before the first epoch ended; no model saved in "
                             f"'{run.folder.path}' (start it again with: melanoma train --resume "
