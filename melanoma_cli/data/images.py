@@ -68,9 +68,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if array.dtype.kind == "f":
         top = float(array.max()) or 1.0
         array = np.clip(array / top * 255.0, 0, 255)
-    else:
+    else:  # 8 or 16 bits; a 32-bit image's values outside 0-65535 are clipped, never wrapped
         bits = 16 if array.max(initial=0) > 255 or image.mode.startswith("I;16") else 8
-        array = array.astype(np.float64) / (2**bits - 1) * 255.0
+        array = np.clip(array, 0, 2**bits - 1).astype(np.float64) / (2**bits - 1) * 255.0
     array = np.round(array).astype(np.uint8)
     if array.ndim == 2:
         array = np.stack([array] * 3, axis=-1)
