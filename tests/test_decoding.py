@@ -1,4 +1,4 @@
-"""Decoding edges: integer images clipped, the pixel limit."""
+"""Decoding edges: integer images clipped, the pixel limit, what counts as an unreadable file."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from melanoma_cli.cli import app
+from melanoma_cli.data import scan
 from melanoma_cli.data.images import MAX_PIXELS, decode_many, load_rgb, open_image
 
 runner = CliRunner()
@@ -97,3 +98,13 @@ def test_pillow_settings_are_left_alone_on_import_and_large_pictures_read_withou
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["unreadable"] == []
     assert "Warning" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("a bug"), MemoryError()])
+def test_only_decode_errors_make_a_file_unreadable(failure, dataset, monkeypatch):
+    def broken(image: Image.Image) -> bytes:
+        raise failure
+
+    monkeypatch.setattr(scan, "thumbnail", broken)
+    with pytest.raises(type(failure)):
+        scan.scan_dataset(dataset, perceptual_hash=True)

@@ -17,6 +17,8 @@ from melanoma_cli.utils.errors import first_line
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 DECODE_WORKERS = min(8, (os.cpu_count() or 1) * 2)
 MAX_PIXELS = 200_000_000  # dermoscopes export large files; refuse only absurd ones
+# What a file that cannot be used as an image raises while it is read and decoded
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, RecursionError, Image.DecompressionBombError)
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ def load_rgb(path: Path) -> np.ndarray:
 def _try_load(path: Path, size: int) -> np.ndarray | Unreadable:
     try:
         return to_model_input(path, size)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, RecursionError) as exc:
+    except DECODE_ERRORS as exc:
         return Unreadable(Path(path), describe_error(exc))
 
 

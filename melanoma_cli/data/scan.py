@@ -13,6 +13,7 @@ from PIL import Image
 
 from melanoma_cli.config import SourceConfig
 from melanoma_cli.data.images import (
+    DECODE_ERRORS,
     DECODE_WORKERS,
     Unreadable,
     describe_error,
@@ -122,7 +123,7 @@ def _inspect_file(entry: Entry, with_phash: bool,
             source=entry.source, group=entry.group,
         )
         return facts, None if image_size is None else to_model_input(image, image_size)
-    except Exception as exc:  # any decoder failure means "unreadable", never a crash
+    except DECODE_ERRORS as exc:  # a file that is not a usable image; a bug still raises
         return Unreadable(entry.path, describe_error(exc))
 
 
