@@ -46,6 +46,11 @@ def root(
                                  help="Print the version and exit."),
 ) -> None:
     """Classify dermoscopic skin-lesion images and flag melanoma (a decision aid, not a diagnosis)."""
+    from PIL import Image
+
+    # The application sets Pillow's process-wide limit, which would warn from 89 megapixels on:
+    # the decoder refuses pictures over `data.images.MAX_PIXELS` itself, file by file.
+    Image.MAX_IMAGE_PIXELS = None
 
 
 app.command("train")(train_command.train)

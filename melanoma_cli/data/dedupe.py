@@ -17,10 +17,12 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.sparse import coo_array
+from scipy.sparse.csgraph import connected_components
 
 from melanoma_cli.data.scan import THUMBNAIL_SIZE, ImageFile
 
@@ -30,35 +32,20 @@ THUMBNAIL_TOLERANCE = 4.0  # mean absolute difference (0-255) of two copies' 16x
 COUNT_KEYS = ("images", "kept", "duplicates", "conflicts", "holdout")
 
 
-class _UnionFind:
-    """Disjoint sets over 0..n-1 (path halving, union by index)."""
+def _equal_pairs(keys: Sequence[object | None]) -> Iterator[tuple[int, int]]:
+    """(first index with the key, index) for every later item with an equal key (None joins nothing)."""
+    first: dict[object, int] = {}
+    for index, key in enumerate(keys):
+        if key is not None and first.setdefault(key, index) != index:
+            yield first[key], index
 
-    def __init__(self, size: int) -> None:
-        self.parent = list(range(size))
 
-    def find(self, item: int) -> int:
-        while self.parent[item] != item:
-            self.parent[item] = self.parent[self.parent[item]]
-            item = self.parent[item]
-        return item
-
-    def union(self, a: int, b: int) -> None:
-        a, b = self.find(a), self.find(b)
-        if a != b:
-            self.parent[max(a, b)] = min(a, b)
-
-    def link_equal(self, keys: Sequence[object | None]) -> None:
-        """Join every pair of items whose key is equal (None joins nothing)."""
-        first: dict[object, int] = {}
-        for index, key in enumerate(keys):
-            if key is not None:
-                self.union(first.setdefault(key, index), index)
-
-    def groups(self) -> dict[int, list[int]]:
-        result: dict[int, list[int]] = defaultdict(list)
-        for index in range(len(self.parent)):
-            result[self.find(index)].append(index)
-        return result
+def _components(size: int, pairs: Iterable[tuple[int, int]]) -> np.ndarray:
+    """The connected component of each of `size` items joined by `pairs`, numbered from 0 in the
+    order of each component's first item."""
+    edges = np.array(list(pairs), dtype=np.int64).reshape(-1, 2)
+    graph = coo_array((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(size, size))
+    return connected_components(graph, directed=False)[1]
 
 
 def isic_id(image: ImageFile) -> str | None:
@@ -139,16 +126,22 @@ class Cleaned:
         return {key: sum(c[key] for c in self.counts.values()) for key in COUNT_KEYS}
 
 
-def _clusters(images: Sequence[ImageFile], fingerprints: Fingerprints,
-              max_distance: int | None) -> _UnionFind:
-    """Copies of one picture joined: same bytes, same ISIC id, near-identical perceptual hash."""
-    found = _UnionFind(len(images))
-    found.link_equal([i.sha256 for i in images])
-    found.link_equal([isic_id(i) for i in images])
+def _copy_pairs(images: Sequence[ImageFile], fingerprints: Fingerprints,
+                max_distance: int | None) -> list[tuple[int, int]]:
+    """Pairs of positions that are copies of one picture: same bytes, same ISIC id, near-identical
+    perceptual hash."""
+    pairs = [*_equal_pairs([i.sha256 for i in images]), *_equal_pairs([isic_id(i) for i in images])]
     if max_distance is not None:
-        for i, j in fingerprints.same_pictures(fingerprints, max_distance):
-            found.union(i, j)
-    return found
+        pairs.extend(fingerprints.same_pictures(fingerprints, max_distance))
+    return pairs
+
+
+def _members(labels: np.ndarray) -> list[list[int]]:
+    """The positions of each component, components in label order."""
+    groups: list[list[int]] = [[] for _ in range(int(labels.max(initial=-1)) + 1)]
+    for position, label in enumerate(labels.tolist()):
+        groups[label].append(position)
+    return groups
 
 
 def _keep_order(source_order: dict[str, int], trust_sources: Sequence[str]):
@@ -174,16 +167,16 @@ def clean_images(
     for image in images:
         counts[image.source]["images"] += 1
     fingerprints = Fingerprints.of(images)
-    clusters = _clusters(images, fingerprints, max_distance)
+    copies_of = _copy_pairs(images, fingerprints, max_distance)
+    clusters = _components(len(images), copies_of)
     held = holdout.matches(images, fingerprints, max_distance) if holdout else set()
-    lesions = _UnionFind(len(images))
-    lesions.parent = list(clusters.parent)  # a unit holds whole clusters, plus whole lesions
-    lesions.link_equal([(i.source, i.group) if i.group else None for i in images])
+    lesion_pairs = _equal_pairs([(i.source, i.group) if i.group else None for i in images])
+    unit_of = _components(len(images), [*copies_of, *lesion_pairs])  # whole clusters, whole lesions
     kept: list[tuple[int, ImageFile]] = []  # (position, the copy kept, possibly relabelled)
     conflicts: list[list[ImageFile]] = []
     resolved = 0
     dropped: Counter = Counter()
-    for members in clusters.groups().values():
+    for members in _members(clusters):
         copies = sorted((images[n] for n in members), key=order)
         if any(n in held for n in members):
             for image in copies:
@@ -214,7 +207,7 @@ def clean_images(
         kept.extend((position[c.path], c) for c in chosen)
     units: dict[int, list[ImageFile]] = defaultdict(list)
     for n, image in kept:
-        units[lesions.find(n)].append(image)
+        units[int(unit_of[n])].append(image)
     ordered = sorted((sorted(u, key=lambda i: str(i.path)) for u in units.values()),
                      key=lambda u: str(u[0].path))
     return Cleaned(ordered, counts, conflicts, resolved, dropped)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,7 +16,9 @@ from melanoma_cli.utils.errors import first_line
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 DECODE_WORKERS = min(8, (os.cpu_count() or 1) * 2)
-Image.MAX_IMAGE_PIXELS = 200_000_000  # dermoscopes export large files; refuse only absurd ones
+MAX_PIXELS = 200_000_000  # dermoscopes export large files; refuse only absurd ones
+# What a file that cannot be used as an image raises while it is read and decoded
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, RecursionError, Image.DecompressionBombError)
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class Unreadable:
 def describe_error(exc: Exception) -> str:
     if isinstance(exc, UnidentifiedImageError):
         return "not an image (unrecognised format)"
-    if isinstance(exc, Image.DecompressionBombError | Image.DecompressionBombWarning):
+    if isinstance(exc, Image.DecompressionBombError):
         return "image too large"
     if isinstance(exc, OSError) and exc.strerror:  # e.g. a looping link: no repeated path
         return exc.strerror
@@ -44,18 +45,20 @@ def describe_error(exc: Exception) -> str:
 def open_image(data: bytes, draft_size: int | None = None) -> Image.Image:
     """Open and fully decode image bytes (first frame of animations); raises on empty or corrupt data.
 
-    `draft_size` lets JPEG decoding downscale in the DCT, which makes huge photos cheap;
-    the stored size stays in `image.info["original_size"]`.
+    A picture of more than `MAX_PIXELS` is refused from the size its header declares, before
+    anything is decoded. `draft_size` lets JPEG decoding downscale in the DCT, which makes huge
+    photos cheap; the stored size stays in `image.info["original_size"]`.
     """
     if not data:
         raise ValueError("empty file (0 bytes)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        image = Image.open(io.BytesIO(data))
-        image.info["original_size"] = image.size
-        if draft_size is not None and image.format == "JPEG":
-            image.draft("RGB", (draft_size, draft_size))
-        image.load()
+    image = Image.open(io.BytesIO(data))
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise Image.DecompressionBombError(f"{width}x{height} pixels, more than {MAX_PIXELS}")
+    image.info["original_size"] = image.size
+    if draft_size is not None and image.format == "JPEG":
+        image.draft("RGB", (draft_size, draft_size))
+    image.load()
     return image
 
 
@@ -68,9 +71,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if array.dtype.kind == "f":
         top = float(array.max()) or 1.0
         array = np.clip(array / top * 255.0, 0, 255)
-    else:
+    else:  # 8 or 16 bits; a 32-bit image's values outside 0-65535 are clipped, never wrapped
         bits = 16 if array.max(initial=0) > 255 or image.mode.startswith("I;16") else 8
-        array = array.astype(np.float64) / (2**bits - 1) * 255.0
+        array = np.clip(array, 0, 2**bits - 1).astype(np.float64) / (2**bits - 1) * 255.0
     array = np.round(array).astype(np.uint8)
     if array.ndim == 2:
         array = np.stack([array] * 3, axis=-1)
@@ -103,8 +106,7 @@ def load_rgb(path: Path) -> np.ndarray:
 def _try_load(path: Path, size: int) -> np.ndarray | Unreadable:
     try:
         return to_model_input(path, size)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning, RecursionError) as exc:
+    except DECODE_ERRORS as exc:
         return Unreadable(Path(path), describe_error(exc))
 
 

@@ -15,6 +15,7 @@ from PIL import Image
 from melanoma_cli.config import SourceConfig
 from melanoma_cli.data.cache import CacheKind, ImageCache
 from melanoma_cli.data.images import (
+    DECODE_ERRORS,
     DECODE_WORKERS,
     Unreadable,
     describe_error,
@@ -127,7 +128,7 @@ def _inspect_file(entry: Entry, with_phash: bool, image_size: int | None = None,
             source=entry.source, group=entry.group,
         )
         pixels = None if image_size is None or store is None else to_model_input(image, image_size)
-    except Exception as exc:  # any decoder failure means "unreadable", never a crash
+    except DECODE_ERRORS as exc:  # a file that is not a usable image; a bug still raises
         return Unreadable(entry.path, describe_error(exc))
     if pixels is not None and store is not None:
         store(pixels)  # outside the try: a failing cache (a full disk) is not an unreadable file
