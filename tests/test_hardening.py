@@ -260,12 +260,14 @@ def test_unreadable_image_is_skipped_and_listed(name, odd_images, trained_run, t
     else:
         shutil.copy(odd_images / name, folder)
     result = cli("predict", folder, "--model", trained_run, "--json")
-    assert result.exit_code == 0, result.output
-    assert [Path(r["path"]).name for r in json.loads(result.stdout)] == ["gray.jpg"]
-    assert f"Warning: skipped '{folder / name}': {UNREADABLE[name]}" in result.stderr
+    assert result.exit_code == 3, result.output
+    records = {Path(r["path"]).name: r for r in json.loads(result.stdout)}
+    assert records["gray.jpg"]["status"] == "classified" and len(records) == 2
+    assert records[name]["status"] == "unreadable" and records[name]["reason"].startswith(UNREADABLE[name])
+    assert f"'{folder / name}'" in result.stderr
     alone = cli("predict", folder / name, "--model", trained_run, "--json")
-    assert_error(alone, "none of the 1 file(s) could be read")
-    assert f"skipped '{folder / name}'" in alone.stderr
+    assert_error(alone, f"none of the 1 file(s) could be read as an image ('{folder / name}': "
+                        f"{UNREADABLE[name]}")
 
 
 @pytest.fixture(scope="module")

@@ -29,25 +29,35 @@ from melanoma_cli.runtime.default_model import EXAMPLES_DIR
 from melanoma_cli.utils.notice import DISCLAIMER
 
 if TYPE_CHECKING:  # the core is imported lazily, so that --help stays instant
+    from melanoma_cli.data.images import Unreadable
     from melanoma_cli.inference.prediction import Prediction
+
+PARTIAL_EXIT_CODE = 3  # some inputs could not be classified (their rows say why)
 
 
 def _shown_path(path: Path) -> str:
-    """The path relative to the working directory when it lies below it, else as given."""
+    """A bundled example by its name; else the path relative to the working directory when it
+    lies below it, else as given."""
+    if path.parent == EXAMPLES_DIR:
+        return path.name
     try:
         return str(path.resolve().relative_to(Path.cwd()))
     except (ValueError, OSError):
         return str(path)
 
 
-def _table(predictions: Sequence[Prediction]) -> Table:
+def _table(items: Sequence[Prediction | Unreadable]) -> Table:
     table = Table(title="Predictions")
     table.add_column("file", overflow="fold")
     table.add_column("prediction")
     table.add_column("next most likely")
     table.add_column("p(melanoma)", justify="right")
     table.add_column("flag", no_wrap=True)
-    for item in predictions:
+    for item in items:
+        if not hasattr(item, "top_k"):  # unreadable: its row says why
+            table.add_row(escape(_shown_path(item.path)), f"[red]unreadable[/]: {escape(item.reason)}",
+                          "", "-", "")
+            continue
         ranked = [f"{escape(name)} {p:.3f}" for name, p in item.top_k]
         melanoma = "-" if item.melanoma_probability is None else f"{item.melanoma_probability:.3f}"
         flag = "[bold white on red] MELANOMA FLAG [/]" if item.melanoma_flag else ""
@@ -72,13 +82,18 @@ def predict(
     engine: EngineOption = "auto",
     tta: TTAOption = False,
 ) -> None:
-    """Predict the class of each image, with top-k classes and a melanoma flag."""
+    """Predict the class of each image, with top-k classes and a melanoma flag.
+
+    Every input gets a row; a file that cannot be read as an image gets status "unreadable"
+    and the reason, and the command then exits with code 3.
+    """
     from melanoma_cli.data.images import Unreadable
     from melanoma_cli.inference.prediction import (
         check_csv_destination,
         expand_inputs,
         predict_files,
         resolve_threshold,
+        unreadable_record,
         write_csv,
     )
     from melanoma_cli.runtime.loading import load_classifier
@@ -94,19 +109,23 @@ def predict(
         check_csv_destination(csv_file)
     classifier = load_classifier(model, engine, note=warn, tta=tta)
     announce_model(classifier, resolve_threshold(classifier, threshold), as_json)
-    predictions = []
     with image_progress("predicting") as hook:
-        for item in predict_files(classifier, files, batch_size, top_k, threshold, hook):
-            if isinstance(item, Unreadable):
-                warn(f"skipped '{item.path}': {item.reason}")
-            else:
-                predictions.append(item)
-    if not predictions:
-        raise MelanomaError(f"none of the {len(files)} file(s) could be read as an image")
+        items = list(predict_files(classifier, files, batch_size, top_k, threshold, hook))
+    unreadable = [item for item in items if isinstance(item, Unreadable)]
+    if len(unreadable) == len(items):
+        first = unreadable[0]
+        raise MelanomaError(f"none of the {len(files)} file(s) could be read as an image "
+                            f"('{first.path}': {first.reason})")
     if csv_file is not None:
-        write_csv(predictions, classifier.classes, csv_file)
+        write_csv(items, classifier.classes, csv_file)
     if as_json:
-        print_json([item.to_dict() for item in predictions])
+        print_json([unreadable_record(item) if isinstance(item, Unreadable) else item.to_dict()
+                    for item in items])
     else:
-        out.print(_table(predictions))
+        out.print(_table(items))
     (err if as_json else out).print(f"[dim]{DISCLAIMER}[/]", highlight=False)
+    if unreadable:
+        warn(f"{len(unreadable)} of {len(items)} file(s) could not be read as an image and were not "
+             f"classified (status 'unreadable'): " + ", ".join(f"'{u.path}'" for u in unreadable[:3])
+             + (", ..." if len(unreadable) > 3 else ""))
+        raise typer.Exit(PARTIAL_EXIT_CODE)
