@@ -121,7 +121,9 @@ def train(
     out_dir: Path | None = typer.Option(None, "--out", "-o",
                                         help="Run folder to create \\[default: runs/<config name>]."),
     overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
-                                        help="Override a config value, e.g. train.epochs=5 (repeatable)."),
+                                        help="Override a config value, e.g. train.epochs=5 (repeatable). "
+                                             "A config with train.stages refuses train.epochs: "
+                                             "override train.stages instead."),
     holdout: list[Path] = typer.Option([], "--holdout",
                                        help="Folder whose image contents must never be trained on "
                                             "(repeatable)."),
