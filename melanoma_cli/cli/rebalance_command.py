@@ -49,7 +49,8 @@ def _warnings(result: dict[str, Any]) -> None:
 
 @handle_errors
 def rebalance(
-    data: Annotated[Path, typer.Argument(help="Source dataset folder (only read, never written).")],
+    data: Annotated[Path, typer.Argument(
+        help="Source dataset: a folder with one subfolder per class (only read, never written).")],
     out_dir: Annotated[Path, typer.Option(
         "--out", "-o", help="New folder for the originals plus generated images.")],
     target: Annotated[int | None, typer.Option(
