@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from melanoma_cli.runtime.default_model import DEFAULT_MODEL_DIR
 from melanoma_cli.runtime.names import Engine
-from melanoma_cli.utils.errors import MelanomaError
+from melanoma_cli.utils.errors import Interrupted, MelanomaError
 
 if TYPE_CHECKING:  # the core is imported lazily, so that --help stays instant
     from melanoma_cli.runtime.classifier import Classifier
@@ -48,6 +48,9 @@ TTAOption = Annotated[bool, typer.Option(
                   "(8 times the work).")]
 
 
+INTERRUPTED_EXIT_CODE = 130  # the shell's code for a command stopped by Ctrl-C
+
+
 def handle_errors(command: F) -> F:
     """Turn input problems into one red line on stderr and exit code 1; Ctrl-C into 130."""
 
@@ -55,12 +58,15 @@ def handle_errors(command: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
+        except Interrupted as exc:
+            err.print(f"[yellow]Interrupted:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
         except MelanomaError as exc:
             err.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("[yellow]Interrupted.[/]")
-            raise typer.Exit(130) from None
+            raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -10,7 +10,15 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from melanoma_cli.cli.common import err, handle_errors, out, print_json, print_status, warn
+from melanoma_cli.cli.common import (
+    INTERRUPTED_EXIT_CODE,
+    err,
+    handle_errors,
+    out,
+    print_json,
+    print_status,
+    warn,
+)
 
 
 def _progress_hook(progress: Progress):
@@ -105,7 +113,7 @@ def _report(result, as_json: bool) -> None:
     else:
         out.print(_result_table(result))
     if result.interrupted:
-        raise typer.Exit(130)  # the shell's code for a run stopped by Ctrl-C
+        raise typer.Exit(INTERRUPTED_EXIT_CODE)
 
 
 @handle_errors
