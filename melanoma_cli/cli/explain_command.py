@@ -70,11 +70,16 @@ def explain(
             target = targets[item.prediction.path]
             write_png(item, target)
             written.append({**item.prediction.to_dict(), "figure": str(target),
-                            "heatmaps": list(item.heatmaps)})
+                            "heatmaps": list(item.heatmaps), "blank_heatmaps": item.blank_heatmaps})
     if not written:
         raise MelanomaError(f"none of the {len(files)} file(s) could be read as an image")
     if skipped:
         warn(f"skipped {len(skipped)} unreadable file(s)")
+    blank = sum(bool(row["blank_heatmaps"]) for row in written)
+    if blank:
+        warn(f"{blank} of {len(written)} figure(s) have a blank heat map (no region of layer "
+             f"'{explainer.layer}' raised that class's score; \"blank_heatmaps\" in --json): "
+             "try another --layer")
     if as_json:
         print_json({"layer": explainer.layer, "tta": tta, "written": written,
                     "skipped": [{"path": str(s.path), "reason": s.reason} for s in skipped]})

@@ -40,6 +40,11 @@ class Explanation:
     heatmaps: dict[str, np.ndarray]  # class -> (size, size) float32 in [0, 1]; all 0: no positive evidence
     threshold: float | None  # the melanoma threshold the flag used (None: argmax)
 
+    @property
+    def blank_heatmaps(self) -> list[str]:
+        """The classes whose heat map is blank: no region of the layer raised their score."""
+        return [name for name, heatmap in self.heatmaps.items() if not heatmap.any()]
+
 
 @dataclass
 class Explainer:
