@@ -77,6 +77,25 @@ def test_blank_heat_maps_are_named_in_the_json(trained_run, lesions, tmp_path, m
     assert f"{len(rows)} of {len(rows)} figure(s) have a blank heat map" in " ".join(result.stderr.split())
 
 
+def test_output_inside_an_input_folder_or_a_training_source_is_refused(trained_run, lesions, tmp_path):
+    import yaml
+
+    sources = yaml.safe_load((trained_run / "config.yaml").read_text())["data"]["sources"]
+    recorded = json.loads((trained_run / "model.json").read_text())["training"]["sources"]
+    training_data = Path(recorded[0]["path"])
+    assert sources == [] and training_data.is_dir()
+    image = next((lesions / "melanoma").glob("*.jpg"))
+    for out, what, folder in ((lesions / "figures", "input folder", lesions),
+                              (training_data / "melanoma" / "figures", "training source of the model",
+                               training_data)):
+        result = runner.invoke(app, ["explain", str(lesions if folder == lesions else image),
+                                     "--out", str(out), "--model", str(trained_run)])
+        assert result.exit_code == 1, result.output
+        assert result.stderr.strip() == (f"Error: refusing to write the figures to '{out}' inside "
+                                         f"{what} '{folder}'")
+        assert not out.exists()
+
+
 def test_heat_maps_are_not_constant(trained_run, lesions):
     explainer = load_explainer(trained_run)
     files = sorted(lesions.rglob("*_00*.jpg"))

@@ -99,6 +99,9 @@ def test_json_for_mixed_formats_and_modes(trained_run, images):
         assert record["melanoma_flag"] == (
             record["melanoma_probability"] >= info["melanoma_threshold"])
     assert "1 of 8 file(s) could not be read" in result.stderr and "broken.jpg" in result.stderr
+    (gray,) = [line for line in result.stderr.splitlines() if "no colour" in line]
+    assert gray.startswith("Warning: 2 image(s) have no colour (grayscale)")
+    assert "deep16.png" in gray and "gray.jpg" in gray and "rgba.png" not in gray
     assert "notes.txt" not in result.stderr
     assert "model: " in result.stderr and "Decision aid only" in result.stderr
 

@@ -55,7 +55,7 @@ def explain(
     from melanoma_cli.utils.errors import MelanomaError
 
     files = expand_inputs(paths)
-    prepare_output_dir(out_dir)
+    prepare_output_dir(out_dir, paths, model)
     targets = dict(zip(files, output_paths(files, out_dir), strict=True))
     explainer = load_explainer(model, layer, tta)
     announce_model(explainer.classifier, resolve_threshold(explainer.classifier, threshold), as_json)

@@ -46,6 +46,11 @@ def _shown_path(path: Path) -> str:
         return str(path)
 
 
+def _listed(paths: Sequence[Path], shown: int = 3) -> str:
+    """The first few paths, quoted, for a one-line warning."""
+    return ", ".join(f"'{path}'" for path in paths[:shown]) + (", ..." if len(paths) > shown else "")
+
+
 def _table(items: Sequence[Prediction | Unreadable]) -> Table:
     table = Table(title="Predictions")
     table.add_column("file", overflow="fold")
@@ -124,8 +129,11 @@ def predict(
     else:
         out.print(_table(items))
     (err if as_json else out).print(f"[dim]{DISCLAIMER}[/]", highlight=False)
+    gray = [item.path for item in items if not isinstance(item, Unreadable) and item.grayscale]
+    if gray:
+        warn(f"{len(gray)} image(s) have no colour (grayscale); the model was trained on colour "
+             "dermoscopy, so their predictions are unreliable: " + _listed(gray))
     if unreadable:
         warn(f"{len(unreadable)} of {len(items)} file(s) could not be read as an image and were not "
-             f"classified (status 'unreadable'): " + ", ".join(f"'{u.path}'" for u in unreadable[:3])
-             + (", ..." if len(unreadable) > 3 else ""))
+             "classified (status 'unreadable'): " + _listed([item.path for item in unreadable]))
         raise typer.Exit(PARTIAL_EXIT_CODE)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import glob
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -31,6 +32,7 @@ class Batch:
     indices: list[int]
     probabilities: np.ndarray
     unreadable: list[Unreadable]
+    grayscale: list[int]  # positions of the readable images without colour (all channels equal)
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class Prediction:
     top_k: list[tuple[str, float]]
     melanoma_probability: float | None
     melanoma_flag: bool | None
+    grayscale: bool = False  # the image has no colour (the model was trained on colour images)
 
     @property
     def prediction(self) -> str:
@@ -114,7 +117,9 @@ def classify_batches(classifier: Classifier, paths: Sequence[Path], batch_size: 
         images, kept, unreadable = decode_many(chunk, classifier.image_size)
         probabilities = classifier.predict(images)
         progress("batch", {"images": len(chunk)})
-        yield Batch([start + i for i in kept], probabilities, unreadable)
+        gray = (images == images[..., :1]).all(axis=(1, 2, 3))
+        yield Batch([start + i for i in kept], probabilities, unreadable,
+                    [start + i for i, no_colour in zip(kept, gray, strict=True) if no_colour])
 
 
 def _prediction(path: Path, probabilities: np.ndarray, classes: list[str], top_k: int,
@@ -162,6 +167,8 @@ def predict_files(
         items.update(zip(batch.indices, to_predictions(
             classifier, [paths[i] for i in batch.indices], batch.probabilities, top_k, threshold),
             strict=True))
+        for i in batch.grayscale:
+            items[i] = dataclasses.replace(items[i], grayscale=True)
         yield from (items[i] for i in sorted(items))
         start += size
 

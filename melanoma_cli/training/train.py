@@ -100,6 +100,9 @@ def _report_data(run: _Run) -> None:
     run.report("data", {"class_counts": counts})
     for message in data_report.small_class_warnings(counts):
         run.report("warning", {"message": message})
+    no_melanoma = data_report.no_melanoma_class_warning(run.config.train.melanoma_class, run.data.classes)
+    if no_melanoma:
+        run.report("warning", {"message": no_melanoma})
 
 
 def _melanoma_threshold(run: _Run, probabilities: np.ndarray) -> float | None:
