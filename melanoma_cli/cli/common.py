@@ -34,6 +34,9 @@ THRESHOLD_HELP = ("Flag melanoma when p(melanoma) >= T (default: the model's thr
                   "model.json, else when melanoma is the most probable class).")
 
 ModelOption = Annotated[Path | None, typer.Option("--model", "-m", help=MODEL_HELP)]
+KerasModelOption = Annotated[Path | None, typer.Option(  # Grad-CAM takes gradients: no .tflite
+    "--model", "-m", help="Run folder, or a .keras file with its model.json beside it (default: the "
+                          "bundled model, when one is installed).")]
 ThresholdOption = Annotated[float | None, typer.Option(
     "--melanoma-threshold", min=0.0, max=1.0, help=THRESHOLD_HELP)]
 BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="Images per model call.")]

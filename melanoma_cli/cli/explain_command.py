@@ -11,7 +11,7 @@ from rich.table import Table
 
 from melanoma_cli.cli.common import (
     JsonOption,
-    ModelOption,
+    KerasModelOption,
     ThresholdOption,
     TTAOption,
     announce_model,
@@ -31,7 +31,7 @@ def explain(
         metavar="PATHS...", help="Image files, folders (searched recursively) and globs.")],
     out_dir: Annotated[Path, typer.Option(
         "--out", "-o", help="Folder for the figures (<image name>_gradcam.png); created if missing.")],
-    model: ModelOption = None,
+    model: KerasModelOption = None,
     layer: Annotated[str | None, typer.Option(
         "--layer", help="Layer whose feature maps Grad-CAM weighs (default: the last convolution, "
                         "also inside a nested backbone).")] = None,
