@@ -33,15 +33,18 @@ MODEL_HELP = ("Run folder, or a .keras or .tflite file with its model.json besid
 THRESHOLD_HELP = ("Flag melanoma when p(melanoma) >= T (default: the model's threshold from "
                   "model.json, else when melanoma is the most probable class).")
 
-ModelOption = Annotated[Path | None, typer.Option("--model", "-m", help=MODEL_HELP)]
+ModelOption = Annotated[Path | None, typer.Option("--model", "-m", metavar="MODEL", help=MODEL_HELP)]
 KerasModelOption = Annotated[Path | None, typer.Option(  # Grad-CAM takes gradients: no .tflite
-    "--model", "-m", help="Run folder, or a .keras file with its model.json beside it (default: the "
+    "--model", "-m", metavar="MODEL",
+    help="Run folder, or a .keras file with its model.json beside it (default: the "
                           "bundled model, when one is installed).")]
 ThresholdOption = Annotated[float | None, typer.Option(
-    "--melanoma-threshold", min=0.0, max=1.0, help=THRESHOLD_HELP)]
-BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="Images per model call.")]
+    "--melanoma-threshold", min=0.0, max=1.0, metavar="T", help=THRESHOLD_HELP)]
+BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, metavar="N",
+help="Images per model call.")]
 EngineOption = Annotated[Engine, typer.Option(
-    "--engine", help="litert: the model's float32 .tflite export, no TensorFlow (fast start); "
+    "--engine", metavar="ENGINE",
+    help="litert: the model's float32 .tflite export, no TensorFlow (fast start); "
                      "litert-int8: its int8 export (faster); keras: model.keras; auto: litert-int8 "
                      "when its equivalence report passes, else litert when there is an export and "
                      "ai-edge-litert is installed, else keras.")]

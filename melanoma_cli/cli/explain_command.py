@@ -28,15 +28,17 @@ from melanoma_cli.utils.notice import DISCLAIMER
 @handle_errors
 def explain(
     paths: Annotated[list[str], typer.Argument(
-        metavar="PATHS...", help="Image files, folders (searched recursively) and globs.")],
+        metavar="PATHS", help="Image files, folders (searched recursively) and globs.")],
     out_dir: Annotated[Path, typer.Option(
-        "--out", "-o", help="Folder for the figures (<image name>_gradcam.png); created if missing.")],
+        "--out", "-o", metavar="DIR",
+        help="Folder for the figures (<image name>_gradcam.png); created if missing.")],
     model: KerasModelOption = None,
     layer: Annotated[str | None, typer.Option(
-        "--layer", help="Layer whose feature maps Grad-CAM weighs (default: the last convolution, "
+        "--layer", metavar="NAME",
+        help="Layer whose feature maps Grad-CAM weighs (default: the last convolution, "
                         "also inside a nested backbone).")] = None,
     top_k: Annotated[int, typer.Option(
-        "--top-k", "-k", min=1, help="How many classes to list per image.")] = 3,
+        "--top-k", "-k", min=1, metavar="K", help="How many classes to list per image.")] = 3,
     threshold: ThresholdOption = None,
     tta: TTAOption = False,
     as_json: JsonOption = False,

@@ -73,15 +73,15 @@ def _table(items: Sequence[Prediction | Unreadable]) -> Table:
 @handle_errors
 def predict(
     paths: Annotated[list[str] | None, typer.Argument(
-        metavar="[PATHS]...", help="Image files, folders (searched recursively) and globs.")] = None,
+        metavar="PATHS", help="Image files, folders (searched recursively) and globs.")] = None,
     examples: Annotated[bool, typer.Option(
         "--examples", help="Predict the bundled example images (one per class).")] = False,
     model: ModelOption = None,
     top_k: Annotated[int, typer.Option(
-        "--top-k", "-k", min=1, help="How many classes to list per image.")] = 3,
+        "--top-k", "-k", min=1, metavar="K", help="How many classes to list per image.")] = 3,
     as_json: JsonOption = False,
     csv_file: Annotated[Path | None, typer.Option(
-        "--csv", help="Also write the predictions to this CSV file.")] = None,
+        "--csv", metavar="FILE", help="Also write the predictions to this CSV file.")] = None,
     threshold: ThresholdOption = None,
     batch_size: BatchSizeOption = 64,
     engine: EngineOption = "auto",

@@ -118,7 +118,7 @@ def _report(result, as_json: bool) -> None:
 
 @handle_errors
 def train(
-    config: str | None = typer.Option(None, "--config", "-c",
+    config: str | None = typer.Option(None, "--config", "-c", metavar="CONFIG",
                                       help="YAML config: a path, or the name of a bundled config "
                                            "(baseline.yaml, augmented.yaml, final.yaml) "
                                            "\\[default: baseline.yaml]."),
@@ -126,13 +126,13 @@ def train(
                                    help="Training source (repeatable): a folder with one subfolder "
                                         "per class, or a folder with labels.csv beside images/ "
                                         "(with --resume: only if the run's data has moved)."),
-    out_dir: Path | None = typer.Option(None, "--out", "-o",
+    out_dir: Path | None = typer.Option(None, "--out", "-o", metavar="RUN",
                                         help="Run folder to create \\[default: runs/<config name>]."),
     overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
                                         help="Override a config value, e.g. train.epochs=5 (repeatable). "
                                              "A config with train.stages refuses train.epochs: "
                                              "override train.stages instead."),
-    holdout: list[Path] = typer.Option([], "--holdout",
+    holdout: list[Path] = typer.Option([], "--holdout", metavar="DIR",
                                        help="Folder whose image contents must never be trained on "
                                             "(repeatable)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
