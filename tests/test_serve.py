@@ -37,7 +37,7 @@ def test_serve_without_gradio_names_the_extra(monkeypatch):
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert "Warning: listening on 0.0.0.0" in lines[0]
-    assert lines[-1] == 'Error: the web page needs Gradio: pip install "melanoma-cli[web]"'
+    assert lines[-1] == 'Error: the web page needs Gradio: pip install ".[web]" in a checkout of melanoma-cli'
 
 
 def test_a_busy_port_is_refused_before_anything_loads():

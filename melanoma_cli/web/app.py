@@ -26,7 +26,7 @@ from melanoma_cli.utils.errors import MelanomaError, first_line
 from melanoma_cli.utils.notice import DISCLAIMER
 from melanoma_cli.web.page import answer_html, explanation_html, unreadable_html
 
-INSTALL_HINT = 'pip install "melanoma-cli[web]"'
+INSTALL_HINT = 'pip install ".[web]" in a checkout of melanoma-cli'
 MAX_FILE_SIZE = "50mb"  # per upload; Gradio refuses larger files with a message in the page
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
