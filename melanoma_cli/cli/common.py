@@ -37,17 +37,17 @@ ModelOption = Annotated[Path | None, typer.Option("--model", "-m", metavar="MODE
 KerasModelOption = Annotated[Path | None, typer.Option(  # Grad-CAM takes gradients: no .tflite
     "--model", "-m", metavar="MODEL",
     help="Run folder, or a .keras file with its model.json beside it (default: the "
-                          "bundled model, when one is installed).")]
+         "bundled model, when one is installed).")]
 ThresholdOption = Annotated[float | None, typer.Option(
     "--melanoma-threshold", min=0.0, max=1.0, metavar="T", help=THRESHOLD_HELP)]
-BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, metavar="N",
-help="Images per model call.")]
+BatchSizeOption = Annotated[int, typer.Option(
+    "--batch-size", min=1, metavar="N", help="Images per model call.")]
 EngineOption = Annotated[Engine, typer.Option(
     "--engine", metavar="ENGINE",
     help="litert: the model's float32 .tflite export, no TensorFlow (fast start); "
-                     "litert-int8: its int8 export (faster); keras: model.keras; auto: litert-int8 "
-                     "when its equivalence report passes, else litert when there is an export and "
-                     "ai-edge-litert is installed, else keras.")]
+         "litert-int8: its int8 export (faster); keras: model.keras; auto: litert-int8 "
+         "when its equivalence report passes, else litert when there is an export and "
+         "ai-edge-litert is installed, else keras.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 TTAOption = Annotated[bool, typer.Option(
     "--tta", help="Average the probabilities over the 8 flips and 90-degree rotations of each image "

@@ -115,15 +115,15 @@ def evaluate(
     report_dir: Annotated[Path | None, typer.Option(
         "--report-dir", metavar="DIR",
         help="Also write metrics.json, predictions.csv and confusion_matrix.png "
-                             "to this folder.")] = None,
+             "to this folder.")] = None,
     threshold: ThresholdOption = None,
     batch_size: BatchSizeOption = 64,
     engine: EngineOption = "auto",
     taxonomy: Annotated[str, typer.Option(
         "--taxonomy", metavar="auto|isic2018|none",
         help="auto: score a coarser test set in its own classes (ISIC 2018's 7, or "
-                           "'A or B' labels), summing the probabilities of merged model classes; "
-                           "isic2018: always; none: never.")] = "auto",
+             "'A or B' labels), summing the probabilities of merged model classes; "
+             "isic2018: always; none: never.")] = "auto",
     merge: Annotated[list[str], typer.Option(
         "--merge", metavar="CLASS=A+B", help="Score test class CLASS as the sum of model classes "
                                              "A and B (repeatable).")] = [],  # noqa: B006

@@ -36,7 +36,7 @@ def explain(
     layer: Annotated[str | None, typer.Option(
         "--layer", metavar="NAME",
         help="Layer whose feature maps Grad-CAM weighs (default: the last convolution, "
-                        "also inside a nested backbone).")] = None,
+             "also inside a nested backbone).")] = None,
     top_k: Annotated[int, typer.Option(
         "--top-k", "-k", min=1, metavar="K", help="How many classes to list per image.")] = 3,
     threshold: ThresholdOption = None,

@@ -18,13 +18,13 @@ def export(
     fmt: Annotated[ExportFormat, typer.Option(
         "--format", "-f", metavar="FORMAT",
         help="tflite: a LiteRT flatbuffer that predict runs without TensorFlow; "
-                               "savedmodel: a TensorFlow SavedModel folder.")] = "tflite",
+             "savedmodel: a TensorFlow SavedModel folder.")] = "tflite",
     quantize: Annotated[Quantize | None, typer.Option(
         "--quantize", metavar="MODE",
         help="int8: full-integer, calibrated, written to model_int8.tflite with an "
-                           "equivalence report against the float export (engine litert-int8); "
-                           "dynamic: int8 weights, float activations (model_dynamic.tflite). "
-                           "The float model.tflite is never replaced.")] = None,
+             "equivalence report against the float export (engine litert-int8); "
+             "dynamic: int8 weights, float activations (model_dynamic.tflite). "
+             "The float model.tflite is never replaced.")] = None,
     calibration: Annotated[list[str] | None, typer.Option(
         "--calibration", metavar="[NAME=]PATH",
         help="int8: calibrate on this source (repeatable) instead of the run's training sources.")] = None,

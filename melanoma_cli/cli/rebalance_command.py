@@ -62,7 +62,7 @@ def rebalance(
     config: Annotated[str | None, typer.Option(
         "--config", "-c", metavar="CONFIG",
         help="YAML config (path or bundled name) whose rebalance section sets "
-                               "the operations (default: the built-in defaults).")] = None,
+             "the operations (default: the built-in defaults).")] = None,
     overrides: Annotated[list[str] | None, typer.Option(
         "--set", "-s", metavar="KEY=VALUE",
         help="Override a config value, e.g. rebalance.max_rotation=15 (repeatable).")] = None,

@@ -15,9 +15,9 @@ def serve(
     host: Annotated[str, typer.Option(
         "--host", metavar="ADDRESS",
         help="Address to listen on. The default serves this machine only: the page "
-                       "handles medical images.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=1, max=65535, metavar="PORT",
-    help="Port to listen on.")] = 7860,
+             "handles medical images.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(
+        "--port", min=1, max=65535, metavar="PORT", help="Port to listen on.")] = 7860,
     tta: TTAOption = False,
 ) -> None:
     """Serve a local web page: drop images, see top classes, the melanoma flag and a heat map."""
