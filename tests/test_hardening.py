@@ -247,7 +247,11 @@ def test_readable_image_is_converted(name, odd_images, trained_run):
     (record,) = json.loads(result.stdout)
     assert record["path"] == str(odd_images / name)
     assert sum(record["probabilities"].values()) == pytest.approx(1, abs=1e-5)
-    assert "Warning" not in result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning")]
+    gray = name in ("deep16.png", "gray.jpg")  # the only warning: an image without colour
+    assert warnings == ([f"Warning: 1 image(s) have no colour (grayscale); the model was trained on colour "
+                         f"dermoscopy, so their predictions are unreliable: '{odd_images / name}'"]
+                        if gray else [])
 
 
 @pytest.mark.parametrize("name", list(UNREADABLE))
@@ -502,7 +506,10 @@ def test_inputs_untouched_and_json_valid_with_warnings(command, odd_dataset, odd
         }[command]
         result = cli(*args, "--json")
         assert (tree_hashes(odd_dataset), tree_hashes(run_copy)) == before
-    assert result.exit_code == 0, result.output
-    json.loads(result.stdout)
-    if command != "inspect-dataset":  # inspect reports unreadable files in its JSON instead
+    assert result.exit_code == (3 if command == "predict" else 0), result.output  # 3: some unreadable
+    records = json.loads(result.stdout)
+    if command == "predict":  # every input has a row: unreadable ones say why
+        assert any(r["status"] == "unreadable" and r["path"].endswith("zero.jpg") for r in records)
+        assert "file(s) could not be read as an image" in result.stderr
+    elif command != "inspect-dataset":  # inspect reports unreadable files in its JSON instead
         assert "Warning: skipped" in result.stderr and "zero.jpg" in result.stderr
