@@ -342,9 +342,20 @@ def parse_config(values: dict[str, Any], overrides: list[str] | tuple[str, ...] 
     for override in overrides:
         _apply_override(values, override)
     try:
-        return Config.model_validate(values)
+        config = Config.model_validate(values)
     except ValidationError as exc:
         raise MelanomaError(_message(exc.errors(include_url=False)[0])) from exc
+    _refuse_ignored_epochs(config, overrides)
+    return config
+
+
+def _refuse_ignored_epochs(config: Config, overrides: list[str] | tuple[str, ...]) -> None:
+    """`train.epochs` counts only without stages: overriding it beside them would be ignored."""
+    if config.train.stages and any(o.partition("=")[0].strip() == "train.epochs" for o in overrides):
+        raise MelanomaError(
+            "override 'train.epochs' has no effect: this config trains in train.stages, each with "
+            "its own epochs (override train.stages instead, e.g. "
+            "train.stages='[{epochs: 1, learning_rate: 0.001, trainable: head}]')")
 
 
 def load_config(name: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

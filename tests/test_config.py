@@ -154,3 +154,21 @@ def test_rebalance_values_out_of_range_name_the_key(override):
 ])
 def test_rebalance_values_at_the_range_ends_load(override):
     load_config(None, [override])
+
+
+def test_train_epochs_beside_stages_is_refused_not_ignored(tmp_path):
+    from conftest import make_dataset
+    from typer.testing import CliRunner
+
+    from melanoma_cli.cli import app
+
+    data, run = make_dataset(tmp_path / "data", per_class=2), tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--config", "final.yaml", "--data", str(data),
+                                      "--out", str(run), "--set", "train.epochs=1"])
+    assert result.exit_code == 1, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("Error: override 'train.epochs' has no effect") and "train.stages" in line
+    assert not run.exists()
+    one_stage = load_config("final.yaml", ["train.stages=[{epochs: 1, trainable: head}]"])
+    assert [stage.epochs for stage in one_stage.train.stages] == [1]
+    assert load_config("baseline.yaml", ["train.epochs=1"]).train.epochs == 1

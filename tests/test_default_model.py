@@ -3,6 +3,8 @@ and ships inside a non-editable install."""
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
 import subprocess
 import sys
@@ -42,6 +44,25 @@ def test_every_class_has_a_bundled_example():
     assert labels == set(info["classes"])
 
 
+TRUSTED_SOURCES = {"ham10000", "isic2017"}  # data.trust_sources of final.yaml
+
+
+def test_examples_match_their_recorded_sources():
+    """sources.csv records, per example, the label a trusted source gives its ISIC id and the
+    bytes that were checked against it: names, labels and files must all agree with it."""
+    with (EXAMPLES / "sources.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(row["file"] for row in rows) == sorted(p.name for p in EXAMPLES.glob("*.jpg"))
+    assert sorted(row["label"] for row in rows) == sorted(
+        json.loads((DEFAULT_MODEL_DIR / "model.json").read_text())["classes"])
+    for row in rows:
+        assert row["file"] == f"{row['label'].replace(' ', '_')}__{row['isic_id']}.jpg"
+        assert row["label_source"] in TRUSTED_SOURCES
+        assert hashlib.sha256((EXAMPLES / row["file"]).read_bytes()).hexdigest() == row["sha256"]
+        assert (EXAMPLES / row["file"]).stat().st_size <= 30_000
+    assert "ISIC_0011118" not in {row["isic_id"] for row in rows}  # melanoma in ISIC 2017
+
+
 def test_predict_examples_uses_the_bundled_model():
     result = runner.invoke(app, ["predict", "--examples", "--json"])
     assert result.exit_code == 0, result.output
@@ -57,6 +78,10 @@ def test_predict_examples_uses_the_bundled_model():
                   for r in predictions)
     assert correct >= len(predictions) // 2, predictions
     assert "bundled" in result.stderr
+    from melanoma_cli.cli.predict_command import _shown_path
+    from melanoma_cli.runtime.default_model import EXAMPLES_DIR
+
+    assert _shown_path(EXAMPLES_DIR / "melanoma__ISIC_0000146.jpg") == "melanoma__ISIC_0000146.jpg"
 
 
 def test_predict_without_model_uses_the_bundled_one():

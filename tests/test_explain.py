@@ -56,10 +56,44 @@ def test_explain_writes_one_figure_per_readable_image(trained_run, lesions, tmp_
                                                   "--engine", "keras", "--json"]).stdout)}
     for row in report["written"]:
         expected = [row["prediction"]] + (["melanoma"] if row["prediction"] != "melanoma" else [])
-        assert row["heatmaps"] == expected
+        assert row["heatmaps"] == expected and set(row["blank_heatmaps"]) <= set(expected)
         assert row["probabilities"] == pytest.approx(predictions[row["path"]], abs=1e-5)
         with Image.open(row["figure"]) as figure:
             assert figure.format == "PNG" and figure.size == gradcam_figure_size(1 + len(expected))
+
+
+def test_blank_heat_maps_are_named_in_the_json(trained_run, lesions, tmp_path, monkeypatch):
+    """A layer whose maps come out blank for a class (no region raised its score) says so."""
+    from melanoma_cli.inference import explain as explain_module
+
+    real = explain_module._upsampled
+    monkeypatch.setattr(explain_module, "_upsampled",  # as if no region raised any class's score
+                        lambda heatmap, size: real(np.zeros_like(heatmap), size))
+    result = runner.invoke(app, ["explain", str(lesions / "melanoma"), "--out", str(tmp_path / "f"),
+                                 "--model", str(trained_run), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["written"]
+    assert rows and all(row["blank_heatmaps"] == row["heatmaps"] for row in rows)
+    assert f"{len(rows)} of {len(rows)} figure(s) have a blank heat map" in " ".join(result.stderr.split())
+
+
+def test_output_inside_an_input_folder_or_a_training_source_is_refused(trained_run, lesions, tmp_path):
+    import yaml
+
+    sources = yaml.safe_load((trained_run / "config.yaml").read_text())["data"]["sources"]
+    recorded = json.loads((trained_run / "model.json").read_text())["training"]["sources"]
+    training_data = Path(recorded[0]["path"])
+    assert sources == [] and training_data.is_dir()
+    image = next((lesions / "melanoma").glob("*.jpg"))
+    for out, what, folder in ((lesions / "figures", "input folder", lesions),
+                              (training_data / "melanoma" / "figures", "training source of the model",
+                               training_data)):
+        result = runner.invoke(app, ["explain", str(lesions if folder == lesions else image),
+                                     "--out", str(out), "--model", str(trained_run)])
+        assert result.exit_code == 1, result.output
+        assert result.stderr.strip() == (f"Error: refusing to write the figures to '{out}' inside "
+                                         f"{what} '{folder}'")
+        assert not out.exists()
 
 
 def reference_gradcam(explainer: Explainer, image: np.ndarray, class_index: int) -> np.ndarray:

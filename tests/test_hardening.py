@@ -258,7 +258,11 @@ def test_readable_image_is_converted(name, odd_images, trained_run):
     assert result.exit_code == 0, result.output
     (record,) = json.loads(result.stdout)
     assert record["path"] == str(odd_images / name)
-    assert "Warning" not in result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning")]
+    gray = name in ("deep16.png", "gray.jpg")  # the only warning: an image without colour
+    assert warnings == ([f"Warning: 1 image(s) have no colour (grayscale); the model was trained on colour "
+                         f"dermoscopy, so their predictions are unreliable: '{odd_images / name}'"]
+                        if gray else [])
     picture, tolerance = _odd_pictures()[name]
     decoded = to_model_input(odd_images / name, 24)
     expected = to_model_input(picture, 24)
@@ -278,12 +282,14 @@ def test_unreadable_image_is_skipped_and_listed(name, odd_images, trained_run, t
     else:
         shutil.copy(odd_images / name, folder)
     result = cli("predict", folder, "--model", trained_run, "--json")
-    assert result.exit_code == 0, result.output
-    assert [Path(r["path"]).name for r in json.loads(result.stdout)] == ["gray.jpg"]
-    assert f"Warning: skipped '{folder / name}': {UNREADABLE[name]}" in result.stderr
+    assert result.exit_code == 3, result.output
+    records = {Path(r["path"]).name: r for r in json.loads(result.stdout)}
+    assert records["gray.jpg"]["status"] == "classified" and len(records) == 2
+    assert records[name]["status"] == "unreadable" and records[name]["reason"].startswith(UNREADABLE[name])
+    assert f"'{folder / name}'" in result.stderr
     alone = cli("predict", folder / name, "--model", trained_run, "--json")
-    assert_error(alone, "none of the 1 file(s) could be read")
-    assert f"skipped '{folder / name}'" in alone.stderr
+    assert_error(alone, f"none of the 1 file(s) could be read as an image ('{folder / name}': "
+                        f"{UNREADABLE[name]}")
 
 
 @pytest.fixture(scope="module")
@@ -518,7 +524,10 @@ def test_inputs_untouched_and_json_valid_with_warnings(command, odd_dataset, odd
         }[command]
         result = cli(*args, "--json")
         assert (tree_hashes(odd_dataset), tree_hashes(run_copy)) == before
-    assert result.exit_code == 0, result.output
-    json.loads(result.stdout)
-    if command != "inspect-dataset":  # inspect reports unreadable files in its JSON instead
+    assert result.exit_code == (3 if command == "predict" else 0), result.output  # 3: some unreadable
+    records = json.loads(result.stdout)
+    if command == "predict":  # every input has a row: unreadable ones say why
+        assert any(r["status"] == "unreadable" and r["path"].endswith("zero.jpg") for r in records)
+        assert "file(s) could not be read as an image" in result.stderr
+    elif command != "inspect-dataset":  # inspect reports unreadable files in its JSON instead
         assert "Warning: skipped" in result.stderr and "zero.jpg" in result.stderr

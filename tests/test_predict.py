@@ -20,7 +20,7 @@ from melanoma_cli.utils.errors import MelanomaError
 
 runner = CliRunner()
 READABLE = ["deep16.png", "gray.jpg", "large.jpg", "old.bmp", "rgba.png", "scan.tiff", "UPPER.JPG"]
-RECORD_KEYS = {"path", "prediction", "probability", "top_k", "probabilities",
+RECORD_KEYS = {"path", "status", "reason", "prediction", "probability", "top_k", "probabilities",
                "melanoma_probability", "melanoma_flag"}
 def picture_of(name: str) -> tuple[Image.Image, bool]:
     """What the readable file `name` of the `images` fixture shows (the model must classify that),
@@ -54,8 +54,8 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def records_of(result) -> list[dict]:
-    assert result.exit_code == 0, result.output
+def records_of(result, exit_code: int = 0) -> list[dict]:
+    assert result.exit_code == exit_code, result.output
     return json.loads(result.stdout)
 
 
@@ -91,8 +91,12 @@ def test_predict_files_streams_batch_by_batch(images):
 
 def test_json_for_mixed_formats_and_modes(trained_run, images):
     result = predict(images, "--model", trained_run, "--json")
-    records = records_of(result)
-    assert sorted(Path(r["path"]).name for r in records) == sorted(READABLE)
+    records = records_of(result, exit_code=3)
+    assert sorted(Path(r["path"]).name for r in records) == sorted([*READABLE, "broken.jpg"])
+    broken = [r for r in records if r["status"] == "unreadable"]
+    assert [Path(r["path"]).name for r in broken] == ["broken.jpg"] and broken[0]["reason"]
+    assert set(broken[0]) == RECORD_KEYS and broken[0]["prediction"] is None
+    records = [r for r in records if r["status"] == "classified"]
     info = json.loads((trained_run / "model.json").read_text())
     keras = load_classifier(trained_run, "keras")
     for record in records:
@@ -108,7 +112,10 @@ def test_json_for_mixed_formats_and_modes(trained_run, images):
         assert record["melanoma_probability"] == record["probabilities"]["melanoma"]
         assert record["melanoma_flag"] == (
             record["melanoma_probability"] >= info["melanoma_threshold"])
-    assert "skipped" in result.stderr and "broken.jpg" in result.stderr
+    assert "1 of 8 file(s) could not be read" in result.stderr and "broken.jpg" in result.stderr
+    (gray,) = [line for line in result.stderr.splitlines() if "no colour" in line]
+    assert gray.startswith("Warning: 2 image(s) have no colour (grayscale)")
+    assert "deep16.png" in gray and "gray.jpg" in gray and "rgba.png" not in gray
     assert "notes.txt" not in result.stderr
     assert "model: " in result.stderr and "Decision aid only" in result.stderr
 
@@ -131,9 +138,25 @@ def test_table_and_csv(trained_run, images, tmp_path):
     with target.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [Path(row["path"]).name for row in rows] == ["rgba.png", "UPPER.JPG", "large.jpg"]
-    assert set(rows[0]) == {"path", "prediction", "probability", "melanoma_probability",
+    assert set(rows[0]) == {"path", "status", "reason", "prediction", "probability", "melanoma_probability",
                             "melanoma_flag", *CLASSES}
     assert all(row["melanoma_flag"] == "True" for row in rows)
+
+
+def test_every_input_gets_a_row_and_the_exit_code_says_some_were_not_classified(
+        trained_run, images, tmp_path):
+    target = tmp_path / "triage.csv"
+    inputs = [images / "gray.jpg", images / "broken.jpg", images / "rgba.png"]
+    records = records_of(predict(*inputs, "--model", trained_run, "--json", "--csv", target), exit_code=3)
+    assert [(Path(r["path"]).name, r["status"]) for r in records] == [
+        ("gray.jpg", "classified"), ("broken.jpg", "unreadable"), ("rgba.png", "classified")]
+    with target.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(Path(row["path"]).name, row["status"]) for row in rows] == [
+        (Path(r["path"]).name, r["status"]) for r in records]
+    assert rows[1]["reason"] == records[1]["reason"] != "" and rows[1]["prediction"] == ""
+    table = predict(*inputs, "--model", trained_run)
+    assert table.exit_code == 3 and table.stdout.count("unreadable") == 1
 
 
 def test_top_k_larger_than_the_class_count(trained_run, images):

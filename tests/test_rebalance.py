@@ -181,3 +181,20 @@ def test_rebalance_reports_progress_as_status_events(source, tmp_path):
     assert events[0] == ("status", {"message": f"scanning {source}"})
     assert {kind for kind, _ in events} == {"status"}
     assert ("status", {"message": "nevus: copying 4, generating 2"}) in events
+
+
+def test_labels_csv_source_and_folders_without_a_readable_image_are_refused(tmp_path):
+    csv_source = tmp_path / "ham"
+    (csv_source / "images").mkdir(parents=True)
+    lesion_image("nevus", 0).save(csv_source / "images" / "a.jpg")
+    (csv_source / "labels.csv").write_text("file,label\na.jpg,nevus\n")
+    unreadable = tmp_path / "unreadable"
+    (unreadable / "nevus").mkdir(parents=True)
+    (unreadable / "nevus" / "x.jpg").write_text("not an image")
+    for source, message in ((csv_source, "is a labels-CSV source (labels.csv beside images/)"),
+                            (unreadable, "has no readable images (1 unreadable file(s)")):
+        out = tmp_path / f"out-{source.name}"
+        result = _rebalance(str(source), "--out", str(out), code=1)
+        line = result.stderr.strip().splitlines()[-1]
+        assert line.startswith("Error: ") and f"'{source}'" in line and message in line
+        assert not out.exists()

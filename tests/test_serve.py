@@ -30,11 +30,25 @@ START_TIMEOUT = 180  # seconds: TensorFlow, Gradio and the model load on a busy 
 
 def test_serve_without_gradio_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio now raises ImportError
-    result = runner.invoke(app, ["serve", "--host", "0.0.0.0"])
+    with socket.socket() as probe:  # a port free now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = runner.invoke(app, ["serve", "--host", "0.0.0.0", "--port", str(port)])
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert "Warning: listening on 0.0.0.0" in lines[0]
-    assert lines[-1] == 'Error: the web page needs Gradio: pip install "melanoma-cli[web]"'
+    assert lines[-1] == 'Error: the web page needs Gradio: pip install ".[web]" in a checkout of melanoma-cli'
+
+
+def test_a_busy_port_is_refused_before_anything_loads():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = runner.invoke(app, ["serve", "--port", str(port)])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (f"Error: cannot serve on 127.0.0.1:{port}: it is in use (choose "
+                                     "another port with --port)")
 
 
 @dataclass

@@ -82,7 +82,8 @@ def test_broken_csv_sources_are_one_line_errors_naming_the_row(tmp_path, case, t
 
 def test_unknown_csv_labels_are_an_error_when_classes_are_configured(tmp_path):
     source = write_csv_source(tmp_path / "s", [("a.jpg", "melanoma", None), ("b.jpg", "lentigo", None)])
-    with pytest.raises(MelanomaError, match=r"label\(s\) not in data.classes: 'lentigo'"):
+    message = r"label\(s\) not in data.classes: 'lentigo' \(first at row 3, 'b.jpg'\)"
+    with pytest.raises(MelanomaError, match=message):
         scan_sources([SourceConfig(str(source))], classes=["melanoma", "nevus"])
 
 

@@ -285,3 +285,12 @@ def test_train_and_evaluate_keep_tensorflow_and_sklearn_noise_off_the_terminal(t
                  if any(mark in line for mark in ("tensorflow/", "oneDNN", "UserWarning", "I0000", "W0000",
                                                   "E0000", "absl::", "cpu_feature_guard"))]
         assert noisy == [], stderr
+
+
+def test_training_without_a_melanoma_class_warns_that_nothing_will_be_flagged(tmp_path):
+    data = make_dataset(tmp_path / "data", per_class=6, classes=("MEL", "nevus"))
+    result = runner.invoke(app, train_args(data, tmp_path / "run", "--json"))
+    assert result.exit_code == 0, result.output
+    assert ("Warning: no class is named 'melanoma' (train.melanoma_class; classes: MEL, nevus): the "
+            "model will never flag melanoma") in " ".join(result.stderr.split())
+    assert json.loads((tmp_path / "run" / "model.json").read_text())["melanoma_class"] is None

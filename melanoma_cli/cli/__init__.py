@@ -5,6 +5,9 @@ Nothing here imports TensorFlow: commands import the core lazily, so `--help` is
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
 from melanoma_cli import __version__
@@ -22,6 +25,7 @@ from melanoma_cli.cli import (
     split_command,
     train_command,
 )
+from melanoma_cli.cli.common import INTERRUPTED_EXIT_CODE
 
 app = typer.Typer(
     name="melanoma",
@@ -68,5 +72,16 @@ app.command("env")(env_command.env)
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point.
+
+    An interrupted command has said so and left only complete files (every write is atomic):
+    it exits at once, without the seconds the interpreter takes to tear TensorFlow down.
+    """
+    try:
+        app()
+    except SystemExit as exit_:
+        if exit_.code == INTERRUPTED_EXIT_CODE:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(INTERRUPTED_EXIT_CODE)
+        raise

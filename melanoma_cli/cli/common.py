@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from melanoma_cli.runtime.default_model import DEFAULT_MODEL_DIR
 from melanoma_cli.runtime.names import Engine
-from melanoma_cli.utils.errors import MelanomaError
+from melanoma_cli.utils.errors import Interrupted, MelanomaError
 
 if TYPE_CHECKING:  # the core is imported lazily, so that --help stays instant
     from melanoma_cli.runtime.classifier import Classifier
@@ -33,19 +33,28 @@ MODEL_HELP = ("Run folder, or a .keras or .tflite file with its model.json besid
 THRESHOLD_HELP = ("Flag melanoma when p(melanoma) >= T (default: the model's threshold from "
                   "model.json, else when melanoma is the most probable class).")
 
-ModelOption = Annotated[Path | None, typer.Option("--model", "-m", help=MODEL_HELP)]
+ModelOption = Annotated[Path | None, typer.Option("--model", "-m", metavar="MODEL", help=MODEL_HELP)]
+KerasModelOption = Annotated[Path | None, typer.Option(  # Grad-CAM takes gradients: no .tflite
+    "--model", "-m", metavar="MODEL",
+    help="Run folder, or a .keras file with its model.json beside it (default: the "
+         "bundled model, when one is installed).")]
 ThresholdOption = Annotated[float | None, typer.Option(
-    "--melanoma-threshold", min=0.0, max=1.0, help=THRESHOLD_HELP)]
-BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="Images per model call.")]
+    "--melanoma-threshold", min=0.0, max=1.0, metavar="T", help=THRESHOLD_HELP)]
+BatchSizeOption = Annotated[int, typer.Option(
+    "--batch-size", min=1, metavar="N", help="Images per model call.")]
 EngineOption = Annotated[Engine, typer.Option(
-    "--engine", help="litert: the model's float32 .tflite export, no TensorFlow (fast start); "
-                     "litert-int8: its int8 export (faster); keras: model.keras; auto: litert-int8 "
-                     "when its equivalence report passes, else litert when there is an export and "
-                     "ai-edge-litert is installed, else keras.")]
+    "--engine", metavar="ENGINE",
+    help="litert: the model's float32 .tflite export, no TensorFlow (fast start); "
+         "litert-int8: its int8 export (faster); keras: model.keras; auto: litert-int8 "
+         "when its equivalence report passes, else litert when there is an export and "
+         "ai-edge-litert is installed, else keras.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 TTAOption = Annotated[bool, typer.Option(
     "--tta", help="Average the probabilities over the 8 flips and 90-degree rotations of each image "
                   "(8 times the work); flags melanoma at the model's TTA threshold.")]
+
+
+INTERRUPTED_EXIT_CODE = 130  # the shell's code for a command stopped by Ctrl-C
 
 
 def handle_errors(command: F) -> F:
@@ -55,12 +64,15 @@ def handle_errors(command: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
+        except Interrupted as exc:
+            err.print(f"[yellow]Interrupted:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
         except MelanomaError as exc:
             err.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("[yellow]Interrupted.[/]")
-            raise typer.Exit(130) from None
+            raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -107,20 +107,23 @@ def _layout_warnings(nested: list[Path], outside_classes: list[Path]) -> None:
 @handle_errors
 def evaluate(
     test_dir: Annotated[Path, typer.Argument(
+        metavar="TEST_SET",
         help="Test set: a folder with one subfolder per class, or with labels.csv beside images/ "
              "(or a labels CSV file).")],
     model: ModelOption = None,
     as_json: JsonOption = False,
     report_dir: Annotated[Path | None, typer.Option(
-        "--report-dir", help="Also write metrics.json, predictions.csv and confusion_matrix.png "
-                             "to this folder.")] = None,
+        "--report-dir", metavar="DIR",
+        help="Also write metrics.json, predictions.csv and confusion_matrix.png "
+             "to this folder.")] = None,
     threshold: ThresholdOption = None,
     batch_size: BatchSizeOption = 64,
     engine: EngineOption = "auto",
     taxonomy: Annotated[str, typer.Option(
-        "--taxonomy", help="auto: score a coarser test set in its own classes (ISIC 2018's 7, or "
-                           "'A or B' labels), summing the probabilities of merged model classes; "
-                           "isic2018: always; none: never.")] = "auto",
+        "--taxonomy", metavar="auto|isic2018|none",
+        help="auto: score a coarser test set in its own classes (ISIC 2018's 7, or "
+             "'A or B' labels), summing the probabilities of merged model classes; "
+             "isic2018: always; none: never.")] = "auto",
     merge: Annotated[list[str], typer.Option(
         "--merge", metavar="CLASS=A+B", help="Score test class CLASS as the sum of model classes "
                                              "A and B (repeatable).")] = [],  # noqa: B006

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from melanoma_cli.cli.common import (
     JsonOption,
-    ModelOption,
+    KerasModelOption,
     ThresholdOption,
     TTAOption,
     announce_model,
@@ -28,15 +28,17 @@ from melanoma_cli.utils.notice import DISCLAIMER
 @handle_errors
 def explain(
     paths: Annotated[list[str], typer.Argument(
-        metavar="PATHS...", help="Image files, folders (searched recursively) and globs.")],
+        metavar="PATHS", help="Image files, folders (searched recursively) and globs.")],
     out_dir: Annotated[Path, typer.Option(
-        "--out", "-o", help="Folder for the figures (<image name>_gradcam.png); created if missing.")],
-    model: ModelOption = None,
+        "--out", "-o", metavar="DIR",
+        help="Folder for the figures (<image name>_gradcam.png); created if missing.")],
+    model: KerasModelOption = None,
     layer: Annotated[str | None, typer.Option(
-        "--layer", help="Layer whose feature maps Grad-CAM weighs (default: the last convolution, "
-                        "also inside a nested backbone).")] = None,
+        "--layer", metavar="NAME",
+        help="Layer whose feature maps Grad-CAM weighs (default: the last convolution, "
+             "also inside a nested backbone).")] = None,
     top_k: Annotated[int, typer.Option(
-        "--top-k", "-k", min=1, help="How many classes to list per image.")] = 3,
+        "--top-k", "-k", min=1, metavar="K", help="How many classes to list per image.")] = 3,
     threshold: ThresholdOption = None,
     tta: TTAOption = False,
     as_json: JsonOption = False,
@@ -55,7 +57,7 @@ def explain(
     from melanoma_cli.utils.errors import MelanomaError
 
     files = expand_inputs(paths)
-    prepare_output_dir(out_dir)
+    prepare_output_dir(out_dir, paths, model)
     targets = dict(zip(files, output_paths(files, out_dir), strict=True))
     explainer = load_explainer(model, layer, tta)
     announce_model(explainer.classifier, resolve_threshold(explainer.classifier, threshold), as_json)
@@ -70,11 +72,16 @@ def explain(
             target = targets[item.prediction.path]
             write_png(item, target)
             written.append({**item.prediction.to_dict(), "figure": str(target),
-                            "heatmaps": list(item.heatmaps)})
+                            "heatmaps": list(item.heatmaps), "blank_heatmaps": item.blank_heatmaps})
     if not written:
         raise MelanomaError(f"none of the {len(files)} file(s) could be read as an image")
     if skipped:
         warn(f"skipped {len(skipped)} unreadable file(s)")
+    blank = sum(bool(row["blank_heatmaps"]) for row in written)
+    if blank:
+        warn(f"{blank} of {len(written)} figure(s) have a blank heat map (no region of layer "
+             f"'{explainer.layer}' raised that class's score; \"blank_heatmaps\" in --json): "
+             "try another --layer")
     if as_json:
         print_json({"layer": explainer.layer, "tta": tta, "written": written,
                     "skipped": [{"path": str(s.path), "reason": s.reason} for s in skipped]})

@@ -14,20 +14,22 @@ from melanoma_cli.runtime.names import ExportFormat, Quantize
 @handle_errors
 def export(
     model: Annotated[Path, typer.Option(
-        "--model", "-m", help="Run folder, or a .keras file with its model.json beside it.")],
+        "--model", "-m", metavar="RUN", help="Run folder, or a .keras file with its model.json beside it.")],
     fmt: Annotated[ExportFormat, typer.Option(
-        "--format", "-f", help="tflite: a LiteRT flatbuffer that predict runs without TensorFlow; "
-                               "savedmodel: a TensorFlow SavedModel folder.")] = "tflite",
+        "--format", "-f", metavar="FORMAT",
+        help="tflite: a LiteRT flatbuffer that predict runs without TensorFlow; "
+             "savedmodel: a TensorFlow SavedModel folder.")] = "tflite",
     quantize: Annotated[Quantize | None, typer.Option(
-        "--quantize", help="int8: full-integer, calibrated, written to model_int8.tflite with an "
-                           "equivalence report against the float export (engine litert-int8); "
-                           "dynamic: int8 weights, float activations (model_dynamic.tflite). "
-                           "The float model.tflite is never replaced.")] = None,
+        "--quantize", metavar="MODE",
+        help="int8: full-integer, calibrated, written to model_int8.tflite with an "
+             "equivalence report against the float export (engine litert-int8); "
+             "dynamic: int8 weights, float activations (model_dynamic.tflite). "
+             "The float model.tflite is never replaced.")] = None,
     calibration: Annotated[list[str] | None, typer.Option(
         "--calibration", metavar="[NAME=]PATH",
         help="int8: calibrate on this source (repeatable) instead of the run's training sources.")] = None,
     per_class: Annotated[int, typer.Option(
-        "--calibration-per-class", min=1, help="int8: calibration images per class.")] = 30,
+        "--calibration-per-class", min=1, metavar="N", help="int8: calibration images per class.")] = 30,
     report_on: Annotated[list[Path] | None, typer.Option(
         "--report-on", metavar="TEST_SET",
         help="int8: outside test set(s) for the equivalence report (repeatable) "

@@ -49,17 +49,20 @@ def _warnings(result: dict[str, Any]) -> None:
 
 @handle_errors
 def rebalance(
-    data: Annotated[Path, typer.Argument(help="Source dataset folder (only read, never written).")],
+    data: Annotated[Path, typer.Argument(
+        metavar="DATA",
+        help="Source dataset: a folder with one subfolder per class (only read, never written).")],
     out_dir: Annotated[Path, typer.Option(
-        "--out", "-o", help="New folder for the originals plus generated images.")],
+        "--out", "-o", metavar="DIR", help="New folder for the originals plus generated images.")],
     target: Annotated[int | None, typer.Option(
-        "--target", min=1, help="Images every class reaches at least "
+        "--target", min=1, metavar="N", help="Images every class reaches at least "
                                 "(default: rebalance.target, else the largest class).")] = None,
     seed: Annotated[int | None, typer.Option(
-        "--seed", help="Random seed (default: the config's seed).")] = None,
+        "--seed", metavar="N", help="Random seed (default: the config's seed).")] = None,
     config: Annotated[str | None, typer.Option(
-        "--config", "-c", help="YAML config (path or bundled name) whose rebalance section sets "
-                               "the operations (default: the built-in defaults).")] = None,
+        "--config", "-c", metavar="CONFIG",
+        help="YAML config (path or bundled name) whose rebalance section sets "
+             "the operations (default: the built-in defaults).")] = None,
     overrides: Annotated[list[str] | None, typer.Option(
         "--set", "-s", metavar="KEY=VALUE",
         help="Override a config value, e.g. rebalance.max_rotation=15 (repeatable).")] = None,

@@ -10,7 +10,15 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from melanoma_cli.cli.common import err, handle_errors, out, print_json, print_status, warn
+from melanoma_cli.cli.common import (
+    INTERRUPTED_EXIT_CODE,
+    err,
+    handle_errors,
+    out,
+    print_json,
+    print_status,
+    warn,
+)
 
 
 def _progress_hook(progress: Progress):
@@ -105,12 +113,12 @@ def _report(result, as_json: bool) -> None:
     else:
         out.print(_result_table(result))
     if result.interrupted:
-        raise typer.Exit(130)  # the shell's code for a run stopped by Ctrl-C
+        raise typer.Exit(INTERRUPTED_EXIT_CODE)
 
 
 @handle_errors
 def train(
-    config: str | None = typer.Option(None, "--config", "-c",
+    config: str | None = typer.Option(None, "--config", "-c", metavar="CONFIG",
                                       help="YAML config: a path, or the name of a bundled config "
                                            "(baseline.yaml, augmented.yaml, final.yaml) "
                                            "\\[default: baseline.yaml]."),
@@ -118,11 +126,13 @@ def train(
                                    help="Training source (repeatable): a folder with one subfolder "
                                         "per class, or a folder with labels.csv beside images/ "
                                         "(with --resume: only if the run's data has moved)."),
-    out_dir: Path | None = typer.Option(None, "--out", "-o",
+    out_dir: Path | None = typer.Option(None, "--out", "-o", metavar="RUN",
                                         help="Run folder to create \\[default: runs/<config name>]."),
     overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
-                                        help="Override a config value, e.g. train.epochs=5 (repeatable)."),
-    holdout: list[Path] = typer.Option([], "--holdout",
+                                        help="Override a config value, e.g. train.epochs=5 (repeatable). "
+                                             "A config with train.stages refuses train.epochs: "
+                                             "override train.stages instead."),
+    holdout: list[Path] = typer.Option([], "--holdout", metavar="DIR",
                                        help="Folder whose image contents must never be trained on "
                                             "(repeatable)."),
     panel: list[str] = typer.Option([], "--panel", metavar="[NAME=]PATH",

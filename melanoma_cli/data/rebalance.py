@@ -21,6 +21,7 @@ from PIL import Image
 from melanoma_cli.config import RebalanceConfig
 from melanoma_cli.data.images import load_rgb
 from melanoma_cli.data.scan import DatasetScan, ImageFile, scan_dataset
+from melanoma_cli.data.sources import IMAGES_DIR, LABELS_FILE, is_csv_source
 from melanoma_cli.utils.atomic import write_text
 from melanoma_cli.utils.errors import MelanomaError
 from melanoma_cli.utils.progress import Progress, no_progress
@@ -183,10 +184,17 @@ def rebalance_folder(
     complete or not at all: everything is written to a folder beside it, renamed at the end.
     """
     source, out = Path(source), Path(out)
+    if is_csv_source(source):
+        raise MelanomaError(f"'{source}' is a labels-CSV source ({LABELS_FILE} beside {IMAGES_DIR}/); "
+                            "rebalance copies a folder-per-class dataset only (to rebalance this "
+                            "source, train with --set rebalance.enabled=true)")
     check_destination(source, out, overwrite)
     progress("status", {"message": f"scanning {source}"})
     scan = scan_dataset(source)
     counts = scan.counts()
+    if not sum(counts.values()):
+        raise MelanomaError(f"data folder '{source}' has no readable images "
+                            f"({len(scan.unreadable)} unreadable file(s) in its class folders)")
     goal = target if target is not None else max(counts.values(), default=0)
     plan = plan_rebalance(counts, goal)
     summary = _summary(scan, plan, goal, seed, config)

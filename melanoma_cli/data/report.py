@@ -44,3 +44,12 @@ def no_threshold_warning(melanoma_class: str) -> str:
     """Why a run has no melanoma threshold, and what the flag does instead."""
     return (f"no '{melanoma_class}' image in validation: no melanoma threshold could be set, so "
             "the melanoma flag falls back to top-1 (flagged when melanoma is the most likely class)")
+
+
+def no_melanoma_class_warning(melanoma_class: str, classes: list[str]) -> str | None:
+    """Why the model will flag nothing, when no class is the melanoma class (else None)."""
+    if melanoma_class in classes:
+        return None
+    return (f"no class is named '{melanoma_class}' (train.melanoma_class; classes: "
+            f"{', '.join(classes)}): the model will never flag melanoma; rename that class folder "
+            "or set train.melanoma_class")

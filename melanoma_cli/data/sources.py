@@ -30,6 +30,7 @@ class Entry:
     label: str
     source: str
     group: str | None = None
+    row: int | None = None  # its row in a labels CSV (header = row 1)
 
 
 @dataclass
@@ -170,7 +171,7 @@ def list_csv_source(spec: SourceConfig, name: str) -> SourceListing:
         if not (path.is_file() or path.is_symlink()):
             raise MelanomaError(f"{where}: image '{path}' does not exist")
         group = (row.get(spec.group_column) or "").strip() or None if spec.group_column else None
-        listing.entries.append(Entry(path, label, name, group))
+        listing.entries.append(Entry(path, label, name, group, number))
     return listing
 
 
@@ -197,6 +198,8 @@ def list_sources(specs: list[SourceConfig], classes: list[str] | None = None) ->
         for listing in (listing for listing in listings if listing.kind == "csv"):
             unknown = sorted({e.label for e in listing.entries} - set(classes))
             if unknown:
+                first = next(e for e in listing.entries if e.label in unknown)
                 raise MelanomaError(f"source '{listing.name}' ({listing.root}) has label(s) not in "
-                                    f"data.classes: {', '.join(repr(u) for u in unknown)}")
+                                    f"data.classes: {', '.join(repr(u) for u in unknown)} (first at "
+                                    f"row {first.row}, '{first.path.name}')")
     return listings

@@ -21,8 +21,10 @@ from PIL import Image
 from melanoma_cli.data.images import Unreadable, decode_many
 from melanoma_cli.inference.prediction import Prediction, resolve_threshold, to_predictions
 from melanoma_cli.runtime.classifier import Classifier
+from melanoma_cli.runtime.default_model import default_model_dir
 from melanoma_cli.runtime.keras_engine import KerasClassifier
 from melanoma_cli.runtime.loading import load_classifier
+from melanoma_cli.runtime.run_folder import ModelInfo, resolve_model_path
 from melanoma_cli.runtime.tta import VIEW_COUNT, all_views, average_views, unview, with_tta
 from melanoma_cli.utils.atomic import write_with
 from melanoma_cli.utils.errors import MelanomaError
@@ -39,6 +41,11 @@ class Explanation:
     prediction: Prediction
     heatmaps: dict[str, np.ndarray]  # class -> (size, size) float32 in [0, 1]; all 0: no positive evidence
     threshold: float | None  # the melanoma threshold the flag used (None: argmax)
+
+    @property
+    def blank_heatmaps(self) -> list[str]:
+        """The classes whose heat map is blank: no region of the layer raised their score."""
+        return [name for name, heatmap in self.heatmaps.items() if not heatmap.any()]
 
 
 @dataclass
@@ -261,8 +268,26 @@ def output_paths(paths: Sequence[Path], folder: Path) -> list[Path]:
     return chosen
 
 
-def prepare_output_dir(folder: Path) -> None:
-    """Create the output folder (before any work), or a one-line error saying why it cannot be."""
+def _recorded_sources(model: Path | None) -> list[Path]:
+    """The training sources and holdout folders model.json records with absolute paths."""
+    _, info_file = resolve_model_path(Path(model) if model is not None else default_model_dir())
+    training = ModelInfo.load(info_file).training
+    recorded = [source.get("path") for source in training.get("sources") or [] if isinstance(source, dict)]
+    recorded += list(training.get("holdout_dirs") or [])
+    return [Path(path) for path in recorded if isinstance(path, str) and Path(path).is_absolute()]
+
+
+def prepare_output_dir(folder: Path, inputs: Sequence[str | Path] = (), model: Path | None = None) -> None:
+    """Create the output folder (before any work), or a one-line error saying why it cannot be.
+
+    Like a run folder, it is never inside an input folder or a training source of the model
+    (figures there would be taken for lesion images by the next scan)."""
+    target = Path(os.path.realpath(folder))
+    folders = [(Path(p), "input folder") for p in inputs if Path(p).is_dir()]
+    folders += [(p, "training source of the model") for p in _recorded_sources(model)]
+    for source, what in folders:
+        if target.is_relative_to(os.path.realpath(source)):
+            raise MelanomaError(f"refusing to write the figures to '{folder}' inside {what} '{source}'")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -30,7 +30,14 @@ from melanoma_cli.runtime.names import (
     ExportFormat,
     Quantize,
 )
-from melanoma_cli.runtime.run_folder import LoadedModel, ModelInfo, RunFolder, load_model, resolve_model_path
+from melanoma_cli.runtime.run_folder import (
+    LoadedModel,
+    ModelInfo,
+    RunFolder,
+    file_digest,
+    load_model,
+    resolve_model_path,
+)
 from melanoma_cli.utils.atomic import write_text, write_with
 from melanoma_cli.utils.errors import MelanomaError, first_line
 from melanoma_cli.utils.progress import Progress, no_progress
@@ -243,6 +250,8 @@ def export_model(model_path: Path | str, fmt: ExportFormat = "tflite",
         info = ModelInfo.load(info_file)  # re-read: record the export without dropping other edits
         key = export_key(fmt, quantize)
         info.exports[key] = target.name
+        if fmt == "tflite":  # what loading a .tflite checks: this very file, made from this model
+            info.export_sha256[key] = file_digest(target)
         if sample is not None:
             info.quantization[key] = {"method": INT8_METHOD, "calibration": sample.description}
         info.save(info_file.parent)
@@ -274,7 +283,6 @@ def _int8_report(loaded: LoadedModel, run: RunFolder, int8: Path, test_dirs: lis
         run.int8_report.unlink(missing_ok=True)
         return None
     from melanoma_cli.inference.equivalence import equivalence_report
-    from melanoma_cli.runtime.loading import file_digest
 
     with tempfile.TemporaryDirectory(prefix=".float-", dir=run.path) as scratch:
         reference_path = run.export("tflite")

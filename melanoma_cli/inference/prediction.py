@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import glob
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,6 +21,7 @@ from melanoma_cli.utils.errors import MelanomaError
 from melanoma_cli.utils.progress import Progress, no_progress
 
 GLOB_CHARACTERS = frozenset("*?[")
+CLASSIFIED, UNREADABLE = "classified", "unreadable"  # the status of each input's row
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class Batch:
     indices: list[int]
     probabilities: np.ndarray
     unreadable: list[Unreadable]
+    grayscale: list[int]  # positions of the readable images without colour (all channels equal)
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Prediction:
     top_k: list[tuple[str, float]]
     melanoma_probability: float | None
     melanoma_flag: bool | None
+    grayscale: bool = False  # the image has no colour (the model was trained on colour images)
 
     @property
     def prediction(self) -> str:
@@ -56,6 +60,8 @@ class Prediction:
         """The JSON record of `melanoma predict --json`."""
         return {
             "path": str(self.path),
+            "status": CLASSIFIED,
+            "reason": None,
             "prediction": self.prediction,
             "probability": self.probability,
             "top_k": [[name, p] for name, p in self.top_k],
@@ -63,6 +69,13 @@ class Prediction:
             "melanoma_probability": self.melanoma_probability,
             "melanoma_flag": self.melanoma_flag,
         }
+
+
+def unreadable_record(item: Unreadable) -> dict[str, Any]:
+    """The JSON record of a file that could not be classified: the keys of a prediction's, empty."""
+    return {"path": str(item.path), "status": UNREADABLE, "reason": item.reason, "prediction": None,
+            "probability": None, "top_k": [], "probabilities": {}, "melanoma_probability": None,
+            "melanoma_flag": None}
 
 
 def _glob_matches(pattern: str) -> list[Path]:
@@ -104,7 +117,9 @@ def classify_batches(classifier: Classifier, paths: Sequence[Path], batch_size: 
         images, kept, unreadable = decode_many(chunk, classifier.image_size)
         probabilities = classifier.predict(images)
         progress("batch", {"images": len(chunk)})
-        yield Batch([start + i for i in kept], probabilities, unreadable)
+        gray = (images == images[..., :1]).all(axis=(1, 2, 3))
+        yield Batch([start + i for i in kept], probabilities, unreadable,
+                    [start + i for i, no_colour in zip(kept, gray, strict=True) if no_colour])
 
 
 def _prediction(path: Path, probabilities: np.ndarray, classes: list[str], top_k: int,
@@ -142,12 +157,20 @@ def predict_files(
     threshold: float | None = None,
     progress: Progress = no_progress,
 ) -> Iterator[Prediction | Unreadable]:
-    """Predictions (or the reason a file could not be read), yielded batch by batch (see
-    `to_predictions` for the melanoma flag)."""
+    """One prediction, or the reason the file could not be read, per path in the order of `paths`,
+    yielded batch by batch (see `to_predictions` for the melanoma flag)."""
+    start = 0
     for batch in classify_batches(classifier, paths, batch_size, progress):
-        yield from batch.unreadable
-        yield from to_predictions(classifier, [paths[i] for i in batch.indices], batch.probabilities,
-                                  top_k, threshold)
+        size = len(batch.indices) + len(batch.unreadable)
+        failed = sorted(set(range(start, start + size)) - set(batch.indices))  # in input order
+        items: dict[int, Prediction | Unreadable] = dict(zip(failed, batch.unreadable, strict=True))
+        items.update(zip(batch.indices, to_predictions(
+            classifier, [paths[i] for i in batch.indices], batch.probabilities, top_k, threshold),
+            strict=True))
+        for i in batch.grayscale:
+            items[i] = dataclasses.replace(items[i], grayscale=True)
+        yield from (items[i] for i in sorted(items))
+        start += size
 
 
 def check_csv_destination(path: Path) -> None:
@@ -158,17 +181,21 @@ def check_csv_destination(path: Path) -> None:
                             f"(is it a folder, or is '{folder}' missing or read-only?)")
 
 
-def write_csv(predictions: Sequence[Prediction], classes: list[str], path: Path) -> None:
-    """One row per image: path, prediction, its probability, melanoma columns, all probabilities."""
+def write_csv(items: Sequence[Prediction | Unreadable], classes: list[str], path: Path) -> None:
+    """One row per input: path, status and why it was not classified, prediction, its
+    probability, melanoma columns, all probabilities (empty for an unreadable file)."""
 
     def write(tmp: Path) -> None:
         with tmp.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(["path", "prediction", "probability", "melanoma_probability",
-                             "melanoma_flag", *classes])
-            for item in predictions:
+            writer.writerow(["path", "status", "reason", "prediction", "probability",
+                             "melanoma_probability", "melanoma_flag", *classes])
+            for item in items:
+                if isinstance(item, Unreadable):
+                    writer.writerow([item.path, UNREADABLE, item.reason, *[""] * (4 + len(classes))])
+                    continue
                 melanoma = item.melanoma_probability
-                writer.writerow([item.path, item.prediction, f"{item.probability:.6f}",
+                writer.writerow([item.path, CLASSIFIED, "", item.prediction, f"{item.probability:.6f}",
                                  "" if melanoma is None else f"{melanoma:.6f}",
                                  "" if item.melanoma_flag is None else item.melanoma_flag,
                                  *(f"{item.probabilities[name]:.6f}" for name in classes)])

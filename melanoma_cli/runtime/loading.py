@@ -7,7 +7,6 @@ model's .tflite exports, no TensorFlow: float32, or full-integer int8 as its own
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ from melanoma_cli.runtime.default_model import default_model_dir
 from melanoma_cli.runtime.keras_engine import load_keras
 from melanoma_cli.runtime.litert_engine import INSTALL_HINT, interpreter_class, load_litert
 from melanoma_cli.runtime.names import INT8_ENGINE, INT8_QUANTIZE, Engine, EngineName
-from melanoma_cli.runtime.run_folder import ModelInfo, RunFolder, resolve_model_path
+from melanoma_cli.runtime.run_folder import ModelInfo, RunFolder, file_digest, resolve_model_path
 from melanoma_cli.runtime.tta import with_tta
 from melanoma_cli.utils.errors import MelanomaError
 
@@ -32,11 +31,6 @@ def tflite_file(model_file: Path, info: ModelInfo, key: str = "tflite") -> Path 
     name = info.exports.get(key)
     path = model_file.parent / name if name else None
     return path if path is not None and path.is_file() else None
-
-
-def file_digest(path: Path) -> str:
-    """The SHA-256 of a file: ties an equivalence report to the exact int8 file it judged."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def int8_report(model_file: Path) -> dict | None:
@@ -56,6 +50,19 @@ def int8_approved(model_file: Path, int8: Path | None) -> bool:
     report = int8_report(model_file)
     return bool(report and report.get("passes") is True
                 and report.get("int8_sha256") == file_digest(int8))
+
+
+def recorded_export(path: Path, info: ModelInfo) -> bool:
+    """Whether `path` is an export model.json records by its SHA-256: made from this model, after
+    the last write of its model.keras (which removes the records)."""
+    return file_digest(path) in info.export_sha256.values()
+
+
+def stale_export_error(path: Path, info_file: Path) -> MelanomaError:
+    """The refusal to run a .tflite that model.json does not record."""
+    return MelanomaError(f"'{path}' is not an export recorded in '{info_file}' (the model was "
+                         "retrained or the file replaced since it was exported): export it again "
+                         f"with 'melanoma export --model {path.parent}'")
 
 
 def choose_engine(requested: Engine, tflite: Path | None, litert_installed: bool,
@@ -100,6 +107,16 @@ def load_classifier(model: Path | None, engine: Engine = "auto",
         if engine == "keras":
             raise MelanomaError(f"the Keras engine needs a .keras model, not '{model_file}'")
         engine = "litert"
+    if engine in ("litert", INT8_ENGINE):
+        named = tflite if engine == "litert" else int8
+        if named is not None and not recorded_export(named, info):
+            raise stale_export_error(named, info_file)
+    elif engine == "auto":
+        unrecorded = [path for path in (tflite, int8) if path is not None and not recorded_export(path, info)]
+        if unrecorded and note is not None:
+            note(f"not running {', '.join(repr(str(p)) for p in unrecorded)}: not recorded in "
+                 f"'{info_file}' (made before the model was retrained?); export it again")
+        tflite, int8 = (None if path in unrecorded else path for path in (tflite, int8))
     wants_litert = engine != "keras" and (tflite is not None or int8 is not None)
     interpreter = interpreter_class() if wants_litert else None
     passes = engine == "auto" and int8_approved(model_file, int8)

@@ -6,6 +6,7 @@ Every file name of a run folder (and of an evaluation report folder) is defined 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from melanoma_cli import __version__
+from melanoma_cli.runtime.names import QUANTIZE_MODES
 from melanoma_cli.utils.atomic import write_text, write_with
 from melanoma_cli.utils.errors import MelanomaError
 from melanoma_cli.utils.tensorflow import import_keras, import_tensorflow
@@ -96,6 +98,20 @@ class RunFolder:
         """The int8 export's equivalence report against the float export (written by export)."""
         return self.path / "int8_report.json"
 
+    def remove_exports(self) -> None:
+        """Delete the exports, the int8 report and their records in model.json: they were made
+        from a model.keras that is about to be replaced."""
+        for path in (self.export("tflite"), *(self.export("tflite", q) for q in QUANTIZE_MODES),
+                     self.int8_report):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(self.export("savedmodel"), ignore_errors=True)
+        if not self.info.is_file():
+            return
+        info = ModelInfo.load(self.info)
+        if info.exports or info.quantization or info.export_sha256:
+            info.exports, info.quantization, info.export_sha256 = {}, {}, {}
+            info.save(self.path)
+
     def looks_like_run(self) -> bool:
         """Whether the folder holds a model.json or a model (so --overwrite may replace it)."""
         return self.info.exists() or self.model.exists()
@@ -142,6 +158,7 @@ class ModelInfo:
     quantization: dict[str, Any] = field(default_factory=dict)  # export key -> method, calibration sample
     # results on test sets from outside the training sources: {name, n, melanomas, role, metrics}
     outside_sets: list[dict[str, Any]] = field(default_factory=list)
+    export_sha256: dict[str, str] = field(default_factory=dict)  # export key -> SHA-256 of the .tflite
 
     def save(self, folder: Path) -> None:
         """Write model.json atomically."""
@@ -177,6 +194,8 @@ class ModelInfo:
         if not isinstance(info.exports, dict) or not all(isinstance(v, str) for v in info.exports.values()):
             raise MelanomaError(f"model info '{path}': 'exports' must map formats to file names")
         _check_outside_sets(path, info.outside_sets)
+        if not isinstance(info.export_sha256, dict):
+            raise MelanomaError(f"model info '{path}': 'export_sha256' must map exports to their SHA-256")
         return info
 
 
@@ -194,6 +213,12 @@ def _check_outside_sets(path: Path, sets: Any) -> None:
         if item["role"] not in OUTSIDE_SET_ROLES:
             raise MelanomaError(f"model info '{path}': outside set '{item['name']}' has role "
                                 f"{item['role']!r}, not one of {', '.join(OUTSIDE_SET_ROLES)}")
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file: ties model.json and the int8 equivalence report to the exact export."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def runtime_versions() -> dict[str, str]:
@@ -270,7 +295,14 @@ class LoadedModel:
 
 def save_model(network: Any, target: Path) -> None:
     """Write `network` to the .keras file `target` atomically, its entries deflated (Keras stores
-    them uncompressed; float weights shrink by about a tenth and load the same)."""
+    them uncompressed; float weights shrink by about a tenth and load the same).
+
+    Replacing a run folder's model.keras first removes the folder's exports, made from the old one.
+    """
+    run = RunFolder(target.parent)
+    if target == run.model:
+        run.remove_exports()
+
     def write(tmp: Path) -> None:
         network.save(tmp)
         with zipfile.ZipFile(tmp) as archive:

@@ -208,5 +208,5 @@ def adapt(sample: SourceConfig, model: Path, out: Path, *, sensitivity: float = 
     training = {**info.training, "adaptation": record}
     # the base model's TTA threshold and outside-set results describe another model: not carried over
     replace(info, melanoma_threshold=threshold, melanoma_threshold_tta=None, outside_sets=[],
-            training=training, exports={}, quantization={}, status="complete").save(folder.path)
+            training=training, exports={}, export_sha256={}, quantization={}, status="complete").save(folder.path)
     return AdaptResult(folder.path, record, data.skipped)

@@ -41,17 +41,23 @@ ProgressHook = Callable[[str, dict[str, Any]], None]
 
 
 class Interrupts:
-    """SIGINT and SIGTERM request a stop at the next batch; a second one raises KeyboardInterrupt,
-    except while an epoch's files are written (then it is raised when they are)."""
+    """SIGINT and SIGTERM request a stop at the next batch (`on_request` hears it at once); a
+    second one raises KeyboardInterrupt, except while an epoch's files are written (then it is
+    raised when they are). With `at_once`, the first one raises KeyboardInterrupt."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_request: Callable[[], None] = lambda: None, at_once: bool = False) -> None:
+        self.on_request = on_request
+        self.at_once = at_once
         self.requested = False
         self.holding = False
         self.pending = False
 
     def _handle(self, signum: int, frame: object) -> None:
+        if self.at_once:
+            raise KeyboardInterrupt
         if not self.requested:
             self.requested = True
+            self.on_request()
         elif self.holding:
             self.pending = True
         else:
@@ -190,7 +196,9 @@ def fit(config: Config, data: TrainingData, record: RunRecord, report: ProgressH
     done = record.state.epochs_done
     report("start", {"epochs": total_epochs(config), "steps": data.steps_per_epoch, "done": done,
                      "train": data.train_images, "validation": len(data.val_labels)})
-    interrupts = Interrupts()
+    interrupts = Interrupts(lambda: report("status", {
+        "message": "interrupted: stopping after the current batch (press Ctrl-C again to stop at once, "
+                   "losing the epoch)"}))
     stopper, validation, recorder, reporter = _callbacks(config, data, record, interrupts, report)
     try:
         with interrupts.installed(), distribution.strategy.scope():

@@ -60,7 +60,7 @@ from melanoma_cli.training.run_record import (
 )
 from melanoma_cli.training.trainer import class_weights, total_epochs
 from melanoma_cli.utils.atomic import write_text
-from melanoma_cli.utils.errors import MelanomaError
+from melanoma_cli.utils.errors import Interrupted, MelanomaError
 from melanoma_cli.utils.tensorflow import import_keras, seed_everything
 
 
@@ -113,6 +113,9 @@ def _report_data(run: _Run) -> None:
     run.report("data", {"class_counts": counts})
     for message in data_report.small_class_warnings(counts):
         run.report("warning", {"message": message})
+    no_melanoma = data_report.no_melanoma_class_warning(run.config.train.melanoma_class, run.data.classes)
+    if no_melanoma:
+        run.report("warning", {"message": no_melanoma})
 
 
 def _melanoma_threshold(run: _Run, probabilities: np.ndarray) -> float | None:
@@ -144,16 +147,16 @@ def _fit_linear_probe(run: _Run) -> None:
     config, data = run.config, run.data
     total = len(data.train_labels)
     run.report("status", {"message": f"linear probe: frozen features of {total} training images"})
-    interrupts = Interrupts()
     started = time.monotonic()
-    with interrupts.installed():
-        features = frozen_features(config, data.train_images, lambda: interrupts.requested)
-    if features is None:
-        raise MelanomaError(f"interrupted while fitting the linear probe, before the first epoch; "
-                            f"start again with: melanoma train --resume '{run.folder.path}'")
-    probe = fit_probe(features, data.train_labels, len(data.classes), config.model.linear_probe_c,
-                      config.train.class_weights)
-    probe.save(run.folder.linear_probe)
+    try:  # nothing to keep yet: an interrupt stops at once
+        with Interrupts(at_once=True).installed():
+            features = frozen_features(config, data.train_images)
+            probe = fit_probe(features, data.train_labels, len(data.classes),
+                              config.model.linear_probe_c, config.train.class_weights)
+            probe.save(run.folder.linear_probe)
+    except KeyboardInterrupt:
+        raise Interrupted(f"stopped while fitting the linear probe, before the first epoch; start "
+                          f"again with: melanoma train --resume '{run.folder.path}'") from None
     run.record["linear_probe_seconds"] = round(time.monotonic() - started, 1)
 
 
@@ -298,9 +301,12 @@ def _train_run(run: _Run) -> TrainResult:
     with run.distribution.precision():  # float32 outside: the probe above, the model that ships
         interrupted = fit(config, training_data, record, run.report, run.distribution)
     if run.state.best_epoch is None:
-        raise MelanomaError(f"training stopped before the first epoch ended; no model saved in "
-                            f"'{run.folder.path}' (start it again with: melanoma train --resume "
-                            f"'{run.folder.path}')")
+        raise Interrupted(f"training stopped before the first epoch ended; no model saved in "
+                          f"'{run.folder.path}' (start it again with: melanoma train --resume "
+                          f"'{run.folder.path}')")
+    if interrupted:
+        run.report("status", {"message": "interrupted: validating the best checkpoint and writing "
+                                         "the run folder"})
     return _finish(run, training_data, interrupted)
 
 

@@ -8,9 +8,11 @@ Gradio's analytics are off and the page binds to 127.0.0.1 unless told otherwise
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
+import socket
 import tempfile
 from collections.abc import Sequence
 from contextlib import suppress
@@ -24,7 +26,7 @@ from melanoma_cli.utils.errors import MelanomaError, first_line
 from melanoma_cli.utils.notice import DISCLAIMER
 from melanoma_cli.web.page import answer_html, explanation_html, unreadable_html
 
-INSTALL_HINT = 'pip install "melanoma-cli[web]"'
+INSTALL_HINT = 'pip install ".[web]" in a checkout of melanoma-cli'
 MAX_FILE_SIZE = "50mb"  # per upload; Gradio refuses larger files with a message in the page
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -90,6 +92,20 @@ def build_app(explainer: Explainer) -> Any:
     return app
 
 
+def check_port(host: str, port: int) -> None:
+    """Refuse, before anything is loaded, an address that cannot be listened on."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(address)
+    except OSError as exc:
+        busy = getattr(exc, "errno", None) == errno.EADDRINUSE
+        reason = "it is in use" if busy else first_line(exc)
+        raise MelanomaError(f"cannot serve on {host}:{port}: {reason} (choose another port with "
+                            "--port)") from exc
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -107,7 +123,8 @@ def serve(explainer: Explainer, host: str, port: int) -> None:
             app.launch(server_name=host, server_port=port, max_file_size=MAX_FILE_SIZE, quiet=True,
                        share=False, ssr_mode=False, enable_monitoring=False, mcp_server=False)
         except OSError as exc:
-            raise MelanomaError(f"cannot serve on {host}:{port}: {first_line(exc)}") from exc
+            raise MelanomaError(f"cannot serve on {host}:{port}: {first_line(exc)} (choose another "
+                                "port with --port)") from exc
     finally:
         if private is not None:
             shutil.rmtree(private, ignore_errors=True)
