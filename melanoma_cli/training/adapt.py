@@ -207,6 +207,8 @@ def adapt(sample: SourceConfig, model: Path, out: Path, *, sensitivity: float = 
     (seen.plus(seen_now) if seen is not None else seen_now).save(folder.seen_images)
     training = {**info.training, "adaptation": record}
     # the base model's TTA threshold and outside-set results describe another model: not carried over
-    replace(info, melanoma_threshold=threshold, melanoma_threshold_tta=None, outside_sets=[],
-            training=training, exports={}, export_sha256={}, quantization={}, status="complete").save(folder.path)
+    adapted_info = replace(info, melanoma_threshold=threshold, melanoma_threshold_tta=None, outside_sets=[],
+                           training=training, exports={}, export_sha256={}, quantization={},
+                           status="complete")
+    adapted_info.save(folder.path)
     return AdaptResult(folder.path, record, data.skipped)
