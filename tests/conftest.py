@@ -107,3 +107,13 @@ def exported_run(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) ->
     shutil.copytree(trained_run, run)
     export_model(run)
     return run
+
+
+NEEDS_A_TRAINED_MODEL = {"trained_run", "exported_run"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that needs a trained model is slow, like one marked so (fast tier: -m "not slow")."""
+    for item in items:
+        if NEEDS_A_TRAINED_MODEL & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

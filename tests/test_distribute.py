@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from melanoma_cli.cli import app
 
+pytestmark = pytest.mark.slow  # every test here trains, serves or spawns processes
 ROOT = Path(__file__).resolve().parents[1]
 RUN_FILES = {"model.keras", "model.json", "config.yaml", "history.csv", "metrics.json", "curves.png",
              "split.csv", "last.keras", "state.json"}
@@ -44,6 +45,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from melanoma_cli.cli import app
 from melanoma_cli.config import SourceConfig, load_config
 from melanoma_cli.training.train import train
+
 
 data, root, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 codes = {}

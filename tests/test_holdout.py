@@ -7,12 +7,15 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from conftest import TINY_OVERRIDES, make_dataset
 from typer.testing import CliRunner
 
 from melanoma_cli.cli import app
 from melanoma_cli.config import SourceConfig, load_config
 from melanoma_cli.data.preparation import prepare_data
+
+pytestmark = pytest.mark.slow  # every test here trains, serves or spawns processes
 
 
 def _digest(path: Path) -> str:

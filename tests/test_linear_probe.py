@@ -119,6 +119,7 @@ def test_linear_probe_config_errors(tmp_path, overrides, message):
     assert result.stderr.strip() == f"Error: {message}"
 
 
+@pytest.mark.slow
 def test_trained_ensemble_predicts_explains_and_exports(tmp_path):
     data = make_dataset(tmp_path / "data", per_class=6, size=32)
     run = tmp_path / "run"

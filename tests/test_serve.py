@@ -24,6 +24,8 @@ from typer.testing import CliRunner
 
 from melanoma_cli.cli import app
 
+pytestmark = pytest.mark.slow  # every test here trains, serves or spawns processes
+
 runner = CliRunner()
 START_TIMEOUT = 180  # seconds: TensorFlow, Gradio and the model load on a busy 2-core machine
 

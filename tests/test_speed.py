@@ -22,6 +22,8 @@ from melanoma_cli.runtime.loading import choose_engine, load_classifier
 from melanoma_cli.runtime.run_folder import ModelInfo, RunFolder
 from melanoma_cli.utils.errors import MelanomaError
 
+pytestmark = pytest.mark.slow  # every test here trains, serves or spawns processes
+
 runner = CliRunner()
 HEAVY = ("tensorflow", "keras", "sklearn", "scipy", "matplotlib", "Augmentor", "gradio")
 TF = ("tensorflow", "keras")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from conftest import TINY_OVERRIDES, make_dataset, tree_hashes
 from typer.testing import CliRunner
@@ -16,6 +17,8 @@ from melanoma_cli.cli import app
 from melanoma_cli.config import TrainConfig
 from melanoma_cli.data.images import decode_many
 from melanoma_cli.runtime.loading import load_classifier
+
+pytestmark = pytest.mark.slow  # every test here trains, serves or spawns processes
 
 runner = CliRunner()
 RUN_FILES = {"model.keras", "model.json", "config.yaml", "history.csv", "metrics.json", "curves.png",
