@@ -3,4 +3,4 @@
 A decision aid for dermatologists, not a diagnosis.
 """
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"

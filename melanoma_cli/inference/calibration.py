@@ -14,12 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 
-from melanoma_cli.config import SourceConfig
 from melanoma_cli.data.images import decode_many
 from melanoma_cli.data.sources import Entry, list_sources, parse_source
-from melanoma_cli.runtime.run_folder import ModelInfo
+from melanoma_cli.runtime.run_folder import ModelInfo, recorded_sources
 from melanoma_cli.utils.errors import MelanomaError
 
 CALIBRATION_PER_CLASS = 30
@@ -32,19 +30,6 @@ class CalibrationSample:
 
     images: np.ndarray
     description: dict[str, Any]
-
-
-def training_sources(info: ModelInfo) -> list[SourceConfig]:
-    """The sources a run was trained on, from model.json `training.sources` (each with `path`)."""
-    specs = []
-    for item in info.training.get("sources") or []:
-        if isinstance(item, dict) and item.get("path"):
-            try:
-                specs.append(SourceConfig.model_validate(
-                    {k: v for k, v in item.items() if k in SourceConfig.model_fields}))
-            except ValidationError as exc:
-                raise MelanomaError(f"model.json 'training.sources' is damaged: {item!r}") from exc
-    return specs
 
 
 def _balanced(entries: list[Entry], classes: list[str], per_class: int, seed: int) -> list[Entry]:
@@ -80,7 +65,7 @@ def calibration_sample(info: ModelInfo, override: list[str] | None = None,
     """
     if per_class < 1:
         raise MelanomaError(f"the calibration sample needs at least 1 image per class, not {per_class}")
-    specs = [parse_source(text) for text in override] if override else training_sources(info)
+    specs = [parse_source(text) for text in override] if override else recorded_sources(info)
     if not specs:
         raise MelanomaError("model.json records no training sources to calibrate int8 on: "
                             "give --calibration SOURCE (a folder per class, or images/ + labels.csv)")

@@ -16,7 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from melanoma_cli import __version__
+from melanoma_cli.config import SourceConfig
 from melanoma_cli.runtime.names import QUANTIZE_MODES
 from melanoma_cli.utils.atomic import write_text, write_with
 from melanoma_cli.utils.errors import MelanomaError
@@ -333,3 +336,19 @@ def load_model(model: Path | str) -> LoadedModel:
             f"model info '{info_file}' says image_size {info.image_size} but the model takes {expected}"
         )
     return LoadedModel(network, info, model_file)
+
+
+def recorded_sources(info: ModelInfo, info_file: Path | str = "model.json") -> list[SourceConfig]:
+    """The training sources model.json records (`training.sources`, or a 0.1 run's `data_dir`);
+    a one-line error naming the file if the record is damaged."""
+    training = info.training if isinstance(info.training, dict) else {}
+    sources = training.get("sources")
+    if sources is None and isinstance(training.get("data_dir"), str):
+        sources = [{"path": training["data_dir"]}]
+    if sources is None:
+        return []
+    try:
+        return [SourceConfig.model_validate({k: v for k, v in item.items() if k in SourceConfig.model_fields})
+                for item in sources]
+    except (ValidationError, AttributeError, TypeError) as exc:
+        raise MelanomaError(f"model info '{info_file}': 'training.sources' is damaged") from exc

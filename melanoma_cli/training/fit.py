@@ -35,9 +35,8 @@ from melanoma_cli.training.trainer import (
     stage_callbacks,
     total_epochs,
 )
+from melanoma_cli.utils.progress import Progress
 from melanoma_cli.utils.tensorflow import import_keras
-
-ProgressHook = Callable[[str, dict[str, Any]], None]
 
 
 class Interrupts:
@@ -120,7 +119,7 @@ class TrainingData:
 
 
 def _callbacks(config: Config, data: TrainingData, record: RunRecord, interrupts: Interrupts,
-               report: ProgressHook) -> list:
+               report: Progress) -> list:
     """Validation (first: it adds val_* to the logs), then the epoch's files, then progress."""
     from sklearn.metrics import balanced_accuracy_score
 
@@ -187,7 +186,7 @@ def _callbacks(config: Config, data: TrainingData, record: RunRecord, interrupts
     return [StopWhenAsked(), ValidationMetrics(), Recorder(), Reporter()]
 
 
-def fit(config: Config, data: TrainingData, record: RunRecord, report: ProgressHook,
+def fit(config: Config, data: TrainingData, record: RunRecord, report: Progress,
         distribution: Distribution) -> bool:
     """Train the stages left after `record.state.epochs_done`; True when interrupted.
 

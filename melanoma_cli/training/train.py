@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 
 from melanoma_cli.config import Config, SourceConfig, load_config
 from melanoma_cli.data import report as data_report
@@ -33,13 +32,14 @@ from melanoma_cli.runtime.run_folder import (
     RunFolder,
     check_run_folder,
     prepare_run_folder,
+    recorded_sources,
     runtime_versions,
     save_model,
 )
 from melanoma_cli.runtime.tta import VIEW_COUNT, view
 from melanoma_cli.stats.metrics import selection_report, summary, threshold_for_sensitivity
 from melanoma_cli.training.distribute import Distribution, choose, use_float32
-from melanoma_cli.training.fit import Interrupts, ProgressHook, TrainingData, fit
+from melanoma_cli.training.fit import Interrupts, TrainingData, fit
 from melanoma_cli.training.linear_probe import LinearProbe, ensemble_probabilities, fit_probe, frozen_features
 from melanoma_cli.training.panel import (
     VALIDATION,
@@ -61,6 +61,7 @@ from melanoma_cli.training.run_record import (
 from melanoma_cli.training.trainer import class_weights, total_epochs
 from melanoma_cli.utils.atomic import write_text
 from melanoma_cli.utils.errors import Interrupted, MelanomaError
+from melanoma_cli.utils.progress import Progress
 from melanoma_cli.utils.tensorflow import import_keras, seed_everything
 
 
@@ -85,7 +86,7 @@ class _Run:
     data: PreparedData
     record: dict[str, Any]  # model.json "training": where the data came from, what was kept
     state: TrainState
-    report: ProgressHook
+    report: Progress
     distribution: Distribution
 
 
@@ -353,7 +354,7 @@ def train(
     *,
     overwrite: bool = False,
     holdout_dirs: Sequence[Path] = (),
-    progress: ProgressHook | None = None,
+    progress: Progress | None = None,
 ) -> TrainResult:
     """Train a model on the config's and the given sources and write a run folder to `out`.
 
@@ -369,7 +370,7 @@ def train(
 
 
 def _train(config: Config, sources: Sequence[SourceConfig], out: Path, overwrite: bool,
-           holdout_dirs: Sequence[Path], report: ProgressHook, distribution: Distribution) -> TrainResult:
+           holdout_dirs: Sequence[Path], report: Progress, distribution: Distribution) -> TrainResult:
     """`train` on one run folder."""
     folder = RunFolder(Path(out))
     holdouts = [Path(p).absolute() for p in [*config.data.holdout_dirs, *holdout_dirs]]
@@ -435,28 +436,20 @@ def _recorded_inputs(folder: RunFolder, info: ModelInfo,
                      moved: Sequence[SourceConfig]) -> tuple[dict[str, Any], list[SourceConfig]]:
     """The record of the sources (`moved` ones if given) and holdout folders, and the sources."""
     training = info.training if isinstance(info.training, dict) else {}
-    sources = training.get("sources")
-    if sources is None and isinstance(training.get("data_dir"), str):  # a run of version 0.1
-        sources = [{"path": training["data_dir"]}]
     holdouts = training.get("holdout_dirs", [])
-    if not moved and not (isinstance(sources, list) and sources):
+    specs = list(moved) or recorded_sources(info, folder.info)
+    if not specs:
         raise MelanomaError(f"run '{folder.path}' does not record its data folder; give it with --data")
     if not isinstance(holdouts, list) or not all(isinstance(p, str) for p in holdouts):
         raise MelanomaError(f"model info '{folder.info}': 'training.holdout_dirs' must be "
                             "a list of folders")
-    if moved:
-        sources = [_source_record(spec) for spec in moved]
-    try:
-        specs = [SourceConfig.model_validate(source) for source in sources]
-    except ValidationError as exc:
-        raise MelanomaError(f"model info '{folder.info}': 'training.sources' is damaged") from exc
     record = {"data_dir": specs[0].path, "sources": [s.model_dump() for s in specs],
               "holdout_dirs": holdouts}
     return record, specs
 
 
 def resume(run_dir: Path, sources: Sequence[SourceConfig] = (),
-           progress: ProgressHook | None = None) -> TrainResult:
+           progress: Progress | None = None) -> TrainResult:
     """Continue the run in `run_dir` from its last completed epoch, with its own config.
 
     The sources and holdout folders are the ones recorded in model.json; `sources` replace
@@ -473,7 +466,7 @@ def resume(run_dir: Path, sources: Sequence[SourceConfig] = (),
     return _resume(folder, sources, report, distribution)
 
 
-def _resume(folder: RunFolder, sources: Sequence[SourceConfig], report: ProgressHook,
+def _resume(folder: RunFolder, sources: Sequence[SourceConfig], report: Progress,
             distribution: Distribution) -> TrainResult:
     """`resume` on one run folder."""
     config, info, state = _load_run(folder)

@@ -7,17 +7,20 @@ A `Progress` callback receives an event kind and its values:
   "epochs", "steps", "done"} (images per split, epochs in all, steps per epoch, epochs done).
 - "batch": one batch done. Prediction: {"images": images in it}; training: {"batch": step}.
 - "epoch": one training epoch done: {"epoch": number, **metrics (loss, val_accuracy, ...)}.
+- "data": training's per-class counts after cleaning: {"class_counts": {class: {...}}}.
+- "warning": {"message": str}: something the user must see (a small class, no melanoma class).
 
-Callers ignore kinds they do not know, so new kinds can be added.
+`EventKind` declares them; callers ignore kinds they do not show.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
-Progress = Callable[[str, dict[str, Any]], None]
+EventKind = Literal["status", "start", "batch", "epoch", "data", "warning"]
+Progress = Callable[[EventKind, dict[str, Any]], None]
 
 
-def no_progress(kind: str, values: dict[str, Any]) -> None:
+def no_progress(kind: EventKind, values: dict[str, Any]) -> None:
     """The default callback: ignore every event."""
