@@ -17,7 +17,8 @@ from melanoma_cli.cli import app
 from melanoma_cli.config import load_config
 from melanoma_cli.models.backbones.efficientnet_lite0 import build_efficientnet_lite0, stage_output_layers
 from melanoma_cli.models.build import build_model
-from melanoma_cli.models.ensemble import build_ensemble, build_probe, fine_tuned_member
+from melanoma_cli.models.ensemble import build_ensemble, build_probe
+from melanoma_cli.models.shared_trunk import SHARED_ENSEMBLE, fine_tuned_member
 from melanoma_cli.training.linear_probe import LinearProbe, fit_probe, frozen_features
 from melanoma_cli.utils.errors import MelanomaError
 from melanoma_cli.utils.tensorflow import import_keras
@@ -116,6 +117,7 @@ def test_linear_probe_config_errors(tmp_path, overrides, message):
     assert result.stderr.strip() == f"Error: {message}"
 
 
+@pytest.mark.slow
 def test_trained_ensemble_predicts_explains_and_exports(tmp_path):
     data = make_dataset(tmp_path / "data", per_class=6, size=32)
     run = tmp_path / "run"
@@ -131,7 +133,7 @@ def test_trained_ensemble_predicts_explains_and_exports(tmp_path):
     assert summary["training"]["linear_probe_seconds"] > 0
     assert (run / "linear_probe.npz").is_file()
     network = import_keras().models.load_model(run / "model.keras", compile=False)
-    assert network.name == "ensemble"
+    assert network.name == SHARED_ENSEMBLE
     shown = runner.invoke(app, [*args, "--overwrite"])  # the table shows both members beside the ensemble
     assert shown.exit_code == 0, shown.output
     assert all(heading in shown.stdout for heading in ("ensemble", "fine-tuned", "linear-probe"))

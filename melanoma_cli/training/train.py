@@ -137,22 +137,31 @@ def _fit_linear_probe(run: _Run) -> None:
 def _best_model(run: _Run, val_dataset: Any) -> tuple[Any, np.ndarray, dict]:
     """The model to ship, its validation probabilities, and each ensemble member's validation.
 
-    With `model.linear_probe` it is the best fine-tuned network averaged with the probe."""
-    from melanoma_cli.models.ensemble import build_ensemble, build_probe, fine_tuned_member
+    With `model.linear_probe` it is the best fine-tuned network averaged with the probe: on
+    EfficientNet-Lite0 in one pass, the pretrained blocks shared (models/shared_trunk.py)."""
+    from melanoma_cli.models.ensemble import build_ensemble, build_probe
     from melanoma_cli.models.saving import load_network
+    from melanoma_cli.models.shared_trunk import build_shared_ensemble, fine_tuned_member, members_model
 
     config, folder = run.config, run.folder
     fine_tuned = fine_tuned_member(load_network(folder.model))
-    probabilities = fine_tuned.predict(val_dataset, verbose=0)
     if not config.model.linear_probe:
-        return fine_tuned, probabilities, {}
+        return fine_tuned, fine_tuned.predict(val_dataset, verbose=0), {}
     weights = LinearProbe.load(folder.linear_probe)
-    probe = build_probe(config.model, config.data.image_size, weights.kernel, weights.bias)
-    probe_probabilities = probe.predict(val_dataset, verbose=0)
+    size = config.data.image_size
+    if config.model.backbone == "efficientnet_lite0":
+        ensemble = build_shared_ensemble(fine_tuned, weights.kernel, weights.bias, config.model, size)
+        probabilities, probe_probabilities, ensemble_probabilities = members_model(ensemble).predict(
+            val_dataset, verbose=0)
+    else:
+        probe = build_probe(config.model, size, weights.kernel, weights.bias)
+        ensemble = build_ensemble(fine_tuned, probe)
+        probabilities = fine_tuned.predict(val_dataset, verbose=0)
+        probe_probabilities = probe.predict(val_dataset, verbose=0)
+        ensemble_probabilities = (probabilities + probe_probabilities) / 2
     members = {"fine_tuned": summary(run.data.val_labels, probabilities, run.data.classes),
                "linear_probe": summary(run.data.val_labels, probe_probabilities, run.data.classes)}
-    ensemble = build_ensemble(fine_tuned, probe)
-    return ensemble, (probabilities + probe_probabilities) / 2, members
+    return ensemble, ensemble_probabilities, members
 
 
 def _finish(run: _Run, val_dataset: Any, interrupted: bool) -> TrainResult:
