@@ -118,9 +118,10 @@ def _split(model: Any, chain: tuple, layer: Any, keras: Any, outermost: bool) ->
     return keras.Model(inputs, [features, x])
 
 
-def _shared_split(network: Any, target: Any, last: Any, inputs: Any, keras: Any) -> Any:
-    """A shared-trunk ensemble in one pass: inputs -> (`target`'s feature maps, the fine-tuned
-    member's logits (the input of its softmax layer `last`), the ensemble's probabilities)."""
+def _flat_split(network: Any, target: Any, last: Any, inputs: Any, keras: Any) -> Any:
+    """A network whose layer `target` is in its own graph (any topology; a shared-trunk ensemble
+    included), in one pass: inputs -> (`target`'s feature maps, the logits that its softmax layer
+    `last` takes, the network's probabilities)."""
     from melanoma_cli.models.shared_trunk import replay
 
     graph = replay(network, inputs)
@@ -144,8 +145,8 @@ def gradcam_model(network: Any, layer: str | None = None) -> tuple[str, Any]:
         raise MelanomaError("the model does not end in a softmax layer: Grad-CAM needs its class scores")
     chain, target = find_layer(member, layer)
     inputs = keras.Input(network.inputs[0].shape[1:], name="image")
-    if network.name == SHARED_ENSEMBLE:
-        return target.name, _shared_split(network, target, last, inputs, keras)
+    if network.name == SHARED_ENSEMBLE or (member is network and not chain):  # one flat graph
+        return target.name, _flat_split(network, target, last, inputs, keras)
     features, logits = _split(member, chain, target, keras, outermost=True)(inputs)
     probabilities = keras.layers.Softmax(name="member_probabilities")(logits)
     if member is not network:
