@@ -81,12 +81,16 @@ def test_shared_trunk_gives_the_two_backbone_probabilities(tmp_path, features, t
     np.testing.assert_allclose(np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True), fine, atol=1e-5)
 
 
-def test_probe_weight_weighs_the_members_and_a_rebuild_keeps_it():
+def test_probe_weight_weighs_the_members_and_a_rebuild_keeps_it(tmp_path):
     network, kernel, bias, config = _members("stages", "2", seed=1)
     images = _images(3)
     shared = build_shared_ensemble(network, kernel, bias, config.model, SIZE, probe_weight=0.25)
     fine, probe_only, both = members_model(shared).predict(images, verbose=0)
     np.testing.assert_allclose(both, 0.75 * fine + 0.25 * probe_only, atol=1e-6)
+    save_model(fine_tuned_member(shared), tmp_path / "member.keras")  # the flat member alone explains
+    layer, split = gradcam_model(load_network(tmp_path / "member.keras"))
+    assert layer == "head_conv"
+    np.testing.assert_allclose(split.predict(images, verbose=0)[2], fine, atol=1e-5)
     rebuilt = share_trunk(shared, config.model, SIZE)
     np.testing.assert_allclose(rebuilt.predict(images, verbose=0), both, atol=1e-6)
     with pytest.raises(ValueError, match="probe_weight"):
