@@ -8,12 +8,18 @@ alternating engines so both see the same machine load:
     keras): wall time and peak RSS, plus, inside one child per engine, decode and model img/s
     measured apart; and the int8 / float ratios.
 
+With `--trunk`, instead: the model's ensemble with a shared trunk against the same weights with
+two backbones and against its fine-tuned network alone (one Lite0), each exported to .tflite,
+alternating round by round: `melanoma predict` over `--images` files per engine (whole-CLI img/s,
+peak RSS, and model img/s inside one child), and `explain` seconds per image inside one child.
+
 The model: `--model RUN`, else the bundled default model, else a quick one trained here with
 final.yaml (one head-only epoch: the right architecture, untrained weights do not change speed).
 It is copied to a temporary folder and exported to .tflite there (float, and int8 calibrated on
 `--data`) if it lacks an export.
 
     python benchmarks/predict_speed.py [--model RUN] [--data DIR] [--repeats 3] [--images 1000]
+    python benchmarks/predict_speed.py --trunk [--trunk-engines litert,keras] [--explain-images 16]
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ BUNDLED = REPO / "melanoma_cli" / "default_model"
 ENGINES = ("litert", "keras")  # cold start
 BATCH_ENGINES = ("litert-int8", "litert", "keras")  # batch throughput
 BATCH = 64
+SHARED_TRUNK = Path(__file__).resolve().parent / "shared_trunk.py"
+TRUNK_VARIANTS = ("shared_trunk", "two_backbones", "single_lite0")  # as shared_trunk.py writes them
 
 
 def quick_model(data: Path, folder: Path) -> Path:
@@ -156,6 +164,68 @@ def batch_throughput(model: Path, folder: Path, images: int) -> None:
         int8_over_float_cli=round(rates["litert-int8"]["cli"] / rates["litert"]["cli"], 2))
 
 
+def explain_child(model: Path, folder: Path, count: int) -> dict[str, Any]:
+    """Inside one process: Grad-CAM seconds per image (batches of 8, after one warm-up batch)."""
+    from melanoma_cli.data.images import decode_many
+    from melanoma_cli.inference.explain import explain_images, load_explainer
+    from melanoma_cli.inference.prediction import expand_inputs
+
+    files = expand_inputs([folder])[:count]
+    explainer = load_explainer(model)
+    images = decode_many(files, explainer.keras.image_size)[0]
+    explain_images(explainer, images[:8], files[:8])
+    started = time.perf_counter()
+    for start in range(0, len(images), 8):
+        explain_images(explainer, images[start:start + 8], files[start:start + 8])
+    return {"images": len(images), "s_per_image": round((time.perf_counter() - started) / len(images), 4)}
+
+
+def trunk_comparison(source: Path, folder: Path, images_folder: Path, images: int, repeats: int,
+                     engines: list[str], explain_count: int) -> None:
+    """Shared trunk vs two backbones vs one Lite0, same weights, alternating in every round."""
+    run_child([sys.executable, str(SHARED_TRUNK), str(source), "--variants", str(folder)])
+    for variant in TRUNK_VARIANTS:
+        child = run_child([*MELANOMA, "export", "--model", str(folder / variant), "--json"])
+        exported = json.loads(child.stdout)
+        emit("trunk_export", variant=variant, size_bytes=exported["size_bytes"],
+             max_abs_diff=exported["max_abs_diff"], wall_s=round(child.wall_s, 1))
+    for path in images_folder.iterdir():
+        path.read_bytes()
+    for engine in engines:
+        cli: dict[str, list[float]] = {v: [] for v in TRUNK_VARIANTS}
+        model: dict[str, list[float]] = {v: [] for v in TRUNK_VARIANTS}
+        rss: dict[str, float] = {}
+        for _ in range(repeats):
+            for variant in TRUNK_VARIANTS:
+                run = folder / variant
+                child = run_child([*MELANOMA, "predict", str(images_folder), "--model", str(run), "--engine",
+                                   engine, "--json", "--batch-size", str(BATCH)])
+                cli[variant].append(images / child.wall_s)
+                rss[variant] = max(rss.get(variant, 0.0), child.peak_rss_mb)
+                inside = run_child([sys.executable, __file__, "--child-batch", engine, "--model", str(run),
+                                    "--data", str(images_folder)]).last_json()
+                model[variant].append(inside["model_img_per_s"])
+        for variant in TRUNK_VARIANTS:
+            emit("trunk_predict", variant=variant, engine=engine, images=images, repeats=repeats,
+                 cli_img_per_s=round(median(cli[variant]), 1),
+                 model_img_per_s=round(median(model[variant]), 1), cli_peak_rss_mb=rss[variant])
+        emit("trunk_predict_ratio", engine=engine, **{
+            f"shared_over_{other}_{what}": round(median(rates["shared_trunk"]) / median(rates[other]), 2)
+            for other in ("two_backbones", "single_lite0")
+            for what, rates in (("cli", cli), ("model", model))})
+    explain: dict[str, list[float]] = {v: [] for v in TRUNK_VARIANTS}
+    for _ in range(repeats):
+        for variant in TRUNK_VARIANTS:
+            explain[variant].append(run_child([
+                sys.executable, __file__, "--child-explain", str(explain_count), "--model",
+                str(folder / variant), "--data", str(images_folder)]).last_json()["s_per_image"])
+    for variant in TRUNK_VARIANTS:
+        emit("trunk_explain", variant=variant, images=explain_count, repeats=repeats,
+             s_per_image=round(median(explain[variant]), 4))
+    emit("trunk_explain_ratio", two_backbones_over_shared=round(
+        median(explain["two_backbones"]) / median(explain["shared_trunk"]), 2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="run folder (default: the bundled model)")
@@ -164,18 +234,31 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--child-batch", choices=BATCH_ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--skip-cold", action="store_true", help="batch throughput only")
+    parser.add_argument("--trunk", action="store_true",
+                        help="shared trunk vs two backbones vs one Lite0 (instead of the above)")
+    parser.add_argument("--trunk-engines", default="litert,keras", help="engines for --trunk")
+    parser.add_argument("--explain-images", type=int, default=16, help="images explained per --trunk round")
+    parser.add_argument("--child-explain", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_batch:
         print(json.dumps(batch_child(args.model, args.data, args.child_batch)))
+        return
+    if args.child_explain:
+        print(json.dumps(explain_child(args.model, args.data, args.child_explain)))
         return
     with tempfile.TemporaryDirectory(prefix="predict-bench-") as tmp:
         folder = Path(tmp)
         source = args.model or (BUNDLED if RunFolder(BUNDLED).info.is_file() else None)
         source = source or quick_model(args.data, folder)
+        files = image_files(args.data, args.images)
+        if args.trunk:
+            images = linked_folder(files, folder / "images")
+            trunk_comparison(source, folder / "variants", images, args.images, args.repeats,
+                             args.trunk_engines.split(","), args.explain_images)
+            return
         model, exported = working_copy(source, folder, args.data)
         if exported:
             emit("export", model=str(source), **exported)
-        files = image_files(args.data, args.images)
         if not args.skip_cold:
             cli_start(max(args.repeats, 5))
             cold_start(model, files[0], args.repeats)

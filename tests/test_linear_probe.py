@@ -20,7 +20,8 @@ from melanoma_cli.config import load_config
 from melanoma_cli.data.images import decode_many
 from melanoma_cli.models.backbones.efficientnet_lite0 import build_efficientnet_lite0, stage_output_layers
 from melanoma_cli.models.build import build_model
-from melanoma_cli.models.ensemble import build_ensemble, build_probe, fine_tuned_member
+from melanoma_cli.models.ensemble import build_ensemble, build_probe
+from melanoma_cli.models.shared_trunk import SHARED_ENSEMBLE, fine_tuned_member
 from melanoma_cli.training.linear_probe import LinearProbe, fit_probe, frozen_features
 from melanoma_cli.utils.errors import MelanomaError
 from melanoma_cli.utils.tensorflow import import_keras
@@ -135,7 +136,7 @@ def test_trained_ensemble_predicts_explains_and_exports(tmp_path):
     assert summary["training"]["linear_probe_seconds"] > 0
     assert (run / "linear_probe.npz").is_file()
     network = import_keras().models.load_model(run / "model.keras", compile=False)
-    assert network.name == "ensemble"
+    assert network.name == SHARED_ENSEMBLE
     # the checkpoint was chosen on the ensemble's validation scores (the model that ships), and the
     # fine-tuned member's own scores are logged beside them
     with (run / "history.csv").open() as handle:

@@ -125,13 +125,25 @@ def _split(model: Any, chain: tuple, layer: Any, keras: Any, outermost: bool) ->
     return keras.Model(inputs, [features, x])
 
 
+def _flat_split(network: Any, target: Any, last: Any, inputs: Any, keras: Any) -> Any:
+    """A network whose layer `target` is in its own graph (any topology; a shared-trunk ensemble
+    included), in one pass: inputs -> (`target`'s feature maps, the logits that its softmax layer
+    `last` takes, the network's probabilities)."""
+    from melanoma_cli.models.shared_trunk import replay
+
+    graph = replay(network, inputs)
+    logits = _logits_layer(last, keras)(graph.inputs[last.name])
+    return keras.Model(inputs, [graph.outputs[target.name], logits, graph.output])
+
+
 def gradcam_model(network: Any, layer: str | None = None) -> tuple[str, Any]:
     """The name of the layer explained (`layer`, else the last convolution), and `network` split
     there: inputs -> (its feature maps, class logits, class probabilities). `network` must end in
     a softmax Dense, or be an ensemble whose fine-tuned member does: then the maps and logits are
     that member's (the linear probe has no trained feature maps) and the probabilities the
     ensemble's."""
-    from melanoma_cli.models.ensemble import PROBE, fine_tuned_member
+    from melanoma_cli.models.ensemble import PROBE
+    from melanoma_cli.models.shared_trunk import SHARED_ENSEMBLE, fine_tuned_member
 
     keras = import_keras()
     member = fine_tuned_member(network)
@@ -140,6 +152,8 @@ def gradcam_model(network: Any, layer: str | None = None) -> tuple[str, Any]:
         raise MelanomaError("the model does not end in a softmax layer: Grad-CAM needs its class scores")
     chain, target = find_layer(member, layer)
     inputs = keras.Input(network.inputs[0].shape[1:], name="image")
+    if network.name == SHARED_ENSEMBLE or (member is network and not chain):  # one flat graph
+        return target.name, _flat_split(network, target, last, inputs, keras)
     features, logits = _split(member, chain, target, keras, outermost=True)(inputs)
     probabilities = keras.layers.Softmax(name="member_probabilities")(logits)
     if member is not network:

@@ -63,16 +63,9 @@ def build_probe(config: ModelConfig, image_size: int, kernel: np.ndarray, bias: 
 
 
 def build_ensemble(fine_tuned: Any, probe: Any) -> Any:
-    """One model whose probabilities are the mean of the two members'."""
+    """One model whose probabilities are the mean of the two members', each with its own backbone
+    (any backbone; for EfficientNet-Lite0, models/shared_trunk.py computes the same in one pass)."""
     keras = import_keras()
     inputs = keras.Input(fine_tuned.inputs[0].shape[1:], name="image")
     outputs = keras.layers.Average(name="mean_probabilities")([fine_tuned(inputs), probe(inputs)])
     return keras.Model(inputs, outputs, name=ENSEMBLE)
-
-
-def fine_tuned_member(network: Any) -> Any:
-    """The fine-tuned member of an ensemble; any other network is its own."""
-    keras = import_keras()
-    if network.name != ENSEMBLE:
-        return network
-    return next(layer for layer in network.layers if isinstance(layer, keras.Model) and layer.name != PROBE)

@@ -208,31 +208,41 @@ def _panel_threshold(run: _Run, best: Any, probabilities: np.ndarray,
     return threshold, panel_report(sets, threshold, target)
 
 
-def _best_model(run: _Run, val_dataset: Any, val_probe: np.ndarray | None) -> tuple[Any, np.ndarray, dict]:
+def _best_model(run: _Run, val_dataset: Any) -> tuple[Any, np.ndarray, dict]:
     """The model to ship (float32 throughout), its validation probabilities, and each ensemble
     member's validation.
 
-    With `model.linear_probe` it is the best fine-tuned network averaged with the probe."""
-    from melanoma_cli.models.ensemble import build_ensemble, build_probe, fine_tuned_member
+    With `model.linear_probe` it is the best fine-tuned network averaged with the probe: on
+    EfficientNet-Lite0 in one pass, the pretrained blocks shared (models/shared_trunk.py)."""
+    from melanoma_cli.models.ensemble import build_ensemble, build_probe
     from melanoma_cli.models.saving import float32_copy, load_network
+    from melanoma_cli.models.shared_trunk import build_shared_ensemble, fine_tuned_member, members_model
 
     config, folder = run.config, run.folder
     fine_tuned = float32_copy(fine_tuned_member(load_network(folder.model)))
-    probabilities = fine_tuned.predict(val_dataset, verbose=0)
-    if val_probe is None:
-        return fine_tuned, probabilities, {}
+    if not config.model.linear_probe:
+        return fine_tuned, fine_tuned.predict(val_dataset, verbose=0), {}
     weights = LinearProbe.load(folder.linear_probe)
-    probe = build_probe(config.model, config.data.image_size, weights.kernel, weights.bias)
+    size = config.data.image_size
+    if config.model.backbone == "efficientnet_lite0":
+        ensemble = build_shared_ensemble(fine_tuned, weights.kernel, weights.bias, config.model, size)
+        probabilities, probe_probabilities, shipped = members_model(ensemble).predict(
+            val_dataset, verbose=0)
+    else:
+        probe = build_probe(config.model, size, weights.kernel, weights.bias)
+        ensemble = build_ensemble(fine_tuned, probe)
+        probabilities = fine_tuned.predict(val_dataset, verbose=0)
+        probe_probabilities = probe.predict(val_dataset, verbose=0)
+        shipped = ensemble_probabilities(probabilities, probe_probabilities)
     members = {"fine_tuned": summary(run.data.val_labels, probabilities, run.data.classes),
-               "linear_probe": summary(run.data.val_labels, val_probe, run.data.classes)}
-    ensemble = build_ensemble(fine_tuned, probe)
-    return ensemble, ensemble_probabilities(probabilities, val_probe), members
+               "linear_probe": summary(run.data.val_labels, probe_probabilities, run.data.classes)}
+    return ensemble, shipped, members
 
 
 def _finish(run: _Run, data_for_fit: TrainingData, interrupted: bool) -> TrainResult:
     """Validate the best model and write model.json, metrics.json and the curves."""
     config, data, state, folder = run.config, run.data, run.state, run.folder
-    best, probabilities, members = _best_model(run, data_for_fit.validation, data_for_fit.val_probe)
+    best, probabilities, members = _best_model(run, data_for_fit.validation)
     save_model(best, folder.model)  # without optimizer state: a third of the size
     threshold, panel = _melanoma_threshold(run, probabilities), None
     if data_for_fit.panel:
