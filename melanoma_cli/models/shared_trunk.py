@@ -164,6 +164,16 @@ def build_shared_ensemble(fine_tuned: Any, kernel: np.ndarray, bias: np.ndarray,
     return keras.Model(inputs, outputs, name=SHARED_ENSEMBLE)
 
 
+def build_shipped_ensemble(fine_tuned: Any, kernel: np.ndarray, bias: np.ndarray, config: ModelConfig,
+                           image_size: int) -> Any:
+    """The ensemble a run ships: with a shared trunk on EfficientNet-Lite0, else two backbones."""
+    from melanoma_cli.models.ensemble import build_ensemble, build_probe
+
+    if config.backbone == "efficientnet_lite0":
+        return build_shared_ensemble(fine_tuned, kernel, bias, config, image_size)
+    return build_ensemble(fine_tuned, build_probe(config, image_size, kernel, bias))
+
+
 def members_model(ensemble: Any) -> Any:
     """The shared ensemble with three outputs from one pass: the fine-tuned member's, the
     probe's and the ensemble's probabilities."""

@@ -64,7 +64,7 @@ class _Sample:
 
 def base_model(model: Path) -> tuple[Path, Any, ModelInfo, LinearProbe, SeenImages | None]:
     """The run folder, fine-tuned member, model.json, probe and seen images of the model to adapt."""
-    from melanoma_cli.models.ensemble import fine_tuned_member
+    from melanoma_cli.models.shared_trunk import fine_tuned_member
 
     loaded = load_model(model)
     folder = RunFolder(loaded.path.parent)
@@ -175,7 +175,7 @@ def adapt(sample: SourceConfig, model: Path, out: Path, *, sensitivity: float = 
           prior_strength: float = DEFAULT_PRIOR_STRENGTH, seed: int = 0, overwrite: bool = False,
           progress: Progress = no_progress) -> AdaptResult:
     """Adapt `model` to a clinic with a labelled `sample` of its images; write a run folder to `out`."""
-    from melanoma_cli.models.ensemble import build_ensemble, build_probe
+    from melanoma_cli.models.shared_trunk import build_shipped_ensemble
 
     check_run_folder(out, overwrite)
     base_dir, fine_tuned, info, prior, seen = base_model(model)
@@ -189,7 +189,7 @@ def adapt(sample: SourceConfig, model: Path, out: Path, *, sensitivity: float = 
                          info.classes.index(info.melanoma_class), sensitivity=sensitivity,
                          strength=prior_strength, seed=seed)
     head, threshold = adapted.head, adapted.threshold
-    network = build_ensemble(fine_tuned, build_probe(config.model, info.image_size, head.kernel, head.bias))
+    network = build_shipped_ensemble(fine_tuned, head.kernel, head.bias, config.model, info.image_size)
 
     record = {
         "base_model": str(base_dir), "base_threshold": info.melanoma_threshold,

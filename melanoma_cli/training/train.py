@@ -27,6 +27,7 @@ from melanoma_cli.data.images import Unreadable
 from melanoma_cli.data.preparation import PreparedData, prepare_data
 from melanoma_cli.data.seen import SeenImages
 from melanoma_cli.data.sources import source_name
+from melanoma_cli.models.ensemble import ENSEMBLE, PROBE
 from melanoma_cli.runtime.run_folder import (
     ModelInfo,
     RunFolder,
@@ -214,26 +215,22 @@ def _best_model(run: _Run, val_dataset: Any) -> tuple[Any, np.ndarray, dict]:
 
     With `model.linear_probe` it is the best fine-tuned network averaged with the probe: on
     EfficientNet-Lite0 in one pass, the pretrained blocks shared (models/shared_trunk.py)."""
-    from melanoma_cli.models.ensemble import build_ensemble, build_probe
     from melanoma_cli.models.saving import float32_copy, load_network
-    from melanoma_cli.models.shared_trunk import build_shared_ensemble, fine_tuned_member, members_model
+    from melanoma_cli.models.shared_trunk import build_shipped_ensemble, fine_tuned_member, members_model
 
     config, folder = run.config, run.folder
     fine_tuned = float32_copy(fine_tuned_member(load_network(folder.model)))
     if not config.model.linear_probe:
         return fine_tuned, fine_tuned.predict(val_dataset, verbose=0), {}
     weights = LinearProbe.load(folder.linear_probe)
-    size = config.data.image_size
-    if config.model.backbone == "efficientnet_lite0":
-        ensemble = build_shared_ensemble(fine_tuned, weights.kernel, weights.bias, config.model, size)
-        probabilities, probe_probabilities, shipped = members_model(ensemble).predict(
-            val_dataset, verbose=0)
-    else:
-        probe = build_probe(config.model, size, weights.kernel, weights.bias)
-        ensemble = build_ensemble(fine_tuned, probe)
+    ensemble = build_shipped_ensemble(fine_tuned, weights.kernel, weights.bias, config.model,
+                                      config.data.image_size)
+    if ensemble.name == ENSEMBLE:  # two backbones: each member on its own
         probabilities = fine_tuned.predict(val_dataset, verbose=0)
-        probe_probabilities = probe.predict(val_dataset, verbose=0)
+        probe_probabilities = ensemble.get_layer(PROBE).predict(val_dataset, verbose=0)
         shipped = ensemble_probabilities(probabilities, probe_probabilities)
+    else:
+        probabilities, probe_probabilities, shipped = members_model(ensemble).predict(val_dataset, verbose=0)
     members = {"fine_tuned": summary(run.data.val_labels, probabilities, run.data.classes),
                "linear_probe": summary(run.data.val_labels, probe_probabilities, run.data.classes)}
     return ensemble, shipped, members
