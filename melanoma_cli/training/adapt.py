@@ -90,6 +90,11 @@ def _read_sample(spec: SourceConfig, info: ModelInfo, seen: SeenImages | None, c
     scan = scan_sources([spec], info.classes, perceptual_hash=True, image_size=info.image_size)
     if not scan.images:
         raise MelanomaError(f"sample '{spec.path}' has no readable labelled image")
+    unknown = sorted({image.label for image in scan.images} - set(info.classes))
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        raise MelanomaError(f"sample '{spec.path}' has label(s) not in the model's classes: {names} "
+                            f"(classes: {', '.join(info.classes)})")
     if seen is not None:
         copies = seen.copies(scan.images)
         if copies:
