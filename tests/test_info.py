@@ -39,13 +39,13 @@ def test_bundled_info_shows_the_outside_sets_first_and_no_interval_on_chosen_fig
     result = runner.invoke(app, ["info"], env=WIDE)
     assert result.exit_code == 0, result.output
     text = result.output
-    assert text.index("ISIC 2018 test") < text.index("Derm7pt") < text.index(CHOSEN_HERE)
-    assert "development (chose the recipe)" in text and "report (chose nothing)" in text
+    assert text.index("Derm7pt report part") < text.index("ISIC 2018 test") < text.index(CHOSEN_HERE)
+    assert "development (chose something: optimistic)" in text and "report (chose nothing)" in text
     sensitivity = next(line for line in text.splitlines() if "melanoma sensitivity" in line
                        and "no interval" in line)
     assert "0.851, no interval: fixed by construction" in sensitivity
     assert "0.599, no interval: the checkpoint was chosen by val_balanced_accuracy" in text
-    assert "0.705 (0.66-0.74)" in text  # Derm7pt melanoma AUC with its interval
+    assert "0.679 (0.63-0.73)" in text  # the Derm7pt report part's melanoma AUC with its interval
     sources = [line for line in text.splitlines() if "training source" in line]
     for line, name in zip(sources, ("isic9 (isic9/Train)", "ham10000 (ham10000)", "isic2017 (isic2017)"),
                           strict=True):
@@ -58,11 +58,12 @@ def test_bundled_info_json_holds_the_outside_sets_and_the_validation_report():
     summary = json.loads(runner.invoke(app, ["info", "--json"]).stdout)
     sets = {item["name"]: item for item in summary["outside_sets"]}
     assert [(item["role"], item["n"], item["melanomas"]) for item in sets.values()] == [
-        ("development", 1509, 171), ("report", 963, 252)]
-    derm7pt = sets["Derm7pt"]["metrics"]
-    assert derm7pt["melanoma_sensitivity"] == pytest.approx(238 / 252)
+        ("report", 577, 151), ("development", 386, 101), ("development", 3711, 871),
+        ("development", 1509, 171)]
+    derm7pt = sets["Derm7pt report part"]["metrics"]
+    assert derm7pt["melanoma_sensitivity"] == pytest.approx(141 / 151)
     low, high = derm7pt["melanoma_sensitivity_ci"]
-    assert low < 238 / 252 < high
+    assert low < 141 / 151 < high
     validation = summary["validation"]
     assert validation["chosen_here"] == CHOSEN_HERE and validation["melanoma"]["sensitivity_ci"] is None
     assert validation["melanoma"]["tp"] == 239 and validation["n"] == 1953
@@ -105,5 +106,5 @@ def test_an_outside_set_with_an_unknown_role_is_a_one_line_error(tmp_path):
     result = runner.invoke(app, ["info", "--model", str(run)])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        f"Error: model info '{run / 'model.json'}': outside set 'Derm7pt' has role 'test', "
+        f"Error: model info '{run / 'model.json'}': outside set 'Derm7pt selection part' has role 'test', "
         "not one of development, report"]

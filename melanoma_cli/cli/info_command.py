@@ -23,7 +23,7 @@ def _fmt(value: Any, interval: list[float] | None = None) -> str:
 HEADLINE = (("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"), ("macro AUC", "macro_auc"),
             ("melanoma AUC", "melanoma_auc"), ("melanoma sensitivity", "melanoma_sensitivity"),
             ("melanoma specificity", "melanoma_specificity"))
-ROLES = {"development": "development (chose the recipe)", "report": "report (chose nothing)"}
+ROLES = {"development": "development (chose something: optimistic)", "report": "report (chose nothing)"}
 
 
 def _headline(report: dict) -> dict:
