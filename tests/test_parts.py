@@ -138,3 +138,18 @@ def test_the_committed_derm7pt_split_is_by_case_and_40_percent():
         cases.setdefault(file.removesuffix(".jpg").removesuffix("bis"), set()).add(part)
     assert all(len(p) == 1 for p in cases.values())
     assert Counter(parts.values()) == {"selection": 386, "report": 577}
+
+
+def test_training_s_split_of_a_bcn_like_source_never_splits_a_lesion(tmp_path):
+    from melanoma_cli.config import SourceConfig
+    from melanoma_cli.data.scan import scan_sources
+    from melanoma_cli.data.split import split_dataset
+
+    source = _csv_source(tmp_path / "bcn", lesions=30, images_per_lesion=3)
+    scan = scan_sources([SourceConfig(path=str(source))], perceptual_hash=False)
+    for seed in range(3):
+        split = split_dataset(scan, 0.3, seed, near_duplicate_distance=None)
+        train = {f.group for f in split.train}
+        validation = {f.group for f in split.validation}
+        assert train and validation and not train & validation
+        assert len(split.train) + len(split.validation) == 90
