@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-import numpy as np
+import json
+import subprocess
+import sys
 
+import numpy as np
+import pytest
+from conftest import TINY_OVERRIDES, make_dataset
+from typer.testing import CliRunner
+
+from melanoma_cli.cli import app
 from melanoma_cli.config import load_config
 from melanoma_cli.models.build import build_model
 from melanoma_cli.models.color_constancy import shades_of_gray
 from melanoma_cli.runtime.run_folder import ModelInfo, load_model
+
+runner = CliRunner()
 
 
 def _reference(images: np.ndarray, power: float = 6.0) -> np.ndarray:
@@ -39,3 +49,24 @@ def test_a_model_with_it_saves_and_loads_with_the_same_outputs(tmp_path):
     loaded = load_model(tmp_path)
     np.testing.assert_allclose(loaded.model.predict(images, verbose=0), model.predict(images, verbose=0),
                                atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_run_with_it_resumes_and_a_damaged_checkpoint_is_called_damaged(tmp_path):
+    """The checkpoint holds the custom layer: resuming, in a process that has not built one yet,
+    loads it through the package's one loader."""
+    data = make_dataset(tmp_path / "data", per_class=6)
+    run = tmp_path / "run"
+    args = ["train", "--data", str(data), "--out", str(run)]
+    for override in [*TINY_OVERRIDES, "train.epochs=2", "model.color_constancy=shades_of_gray"]:
+        args += ["--set", override]
+    assert runner.invoke(app, args).exit_code == 0
+    state = json.loads((run / "state.json").read_text())
+    (run / "state.json").write_text(json.dumps({**state, "epochs_done": 1}))  # as if stopped after epoch 1
+    resumed = subprocess.run([sys.executable, "-m", "melanoma_cli", "train", "--resume", str(run)],
+                             capture_output=True, text=True)  # a fresh process: nothing registered yet
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    (run / "state.json").write_text(json.dumps({**state, "epochs_done": 1}))
+    (run / "last.keras").write_bytes(b"not a zip archive")
+    damaged = runner.invoke(app, ["train", "--resume", str(run)])
+    assert damaged.exit_code == 1 and "damaged or not a Keras model" in damaged.stderr
