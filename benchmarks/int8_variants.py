@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,8 +29,9 @@ from melanoma_cli.data.sources import list_source, parse_source  # noqa: E402
 from melanoma_cli.inference import export as ex  # noqa: E402
 from melanoma_cli.inference.calibration import calibration_sample  # noqa: E402
 from melanoma_cli.runtime.default_model import default_model_dir  # noqa: E402
-from melanoma_cli.runtime.litert_engine import load_litert  # noqa: E402
+from melanoma_cli.runtime.litert_engine import interpreter_class, load_litert  # noqa: E402
 from melanoma_cli.runtime.run_folder import load_model  # noqa: E402
+from melanoma_cli.utils.tensorflow import import_tensorflow  # noqa: E402
 
 VARIANTS = {
     "converter, float32 I/O, 30/class": ("converter", {}, 30),
@@ -55,6 +57,51 @@ def speed(classifier, images: np.ndarray, repeats: int = 2) -> float:
         classifier.predict(images)
         best = max(best, len(images) / (time.perf_counter() - start))
     return best
+
+
+def converter_int8_bytes(network: Any, calibration: np.ndarray, uint8_input: bool = False,
+                         uint8_output: bool = False) -> bytes:
+    """The product's full-integer int8 conversion (`export --quantize int8`), optionally with
+    uint8 input and/or output (uint8 output rounds probabilities to steps of 1/256)."""
+    tf = import_tensorflow()
+    converter = ex.int8_converter(network, calibration)
+    if uint8_input:
+        converter.inference_input_type = tf.uint8
+    if uint8_output:
+        converter.inference_output_type = tf.uint8
+    return ex.convert(converter)
+
+
+def selective_int8_bytes(float_flatbuffer: bytes, calibration: np.ndarray,
+                         float_ops: tuple[str, ...] = ("first", "last"),
+                         activation_bits: int = 8) -> bytes:
+    """Int8 weights with ai-edge-quantizer, leaving chosen layers in float: the first conv
+    ("first"), the classifier ("last"), the depthwise convs ("depthwise"); activations in 8 or 16 bits.
+
+    Raises ImportError when ai-edge-quantizer is not installed.
+    """
+    from ai_edge_quantizer import quantizer, recipe
+
+    float_model = quantizer.Quantizer(bytearray(float_flatbuffer))
+    float_model.load_quantization_recipe(recipe.static_wi8_ai8() if activation_bits == 8
+                                         else recipe.static_wi8_ai16())
+    if "depthwise" in float_ops:
+        float_model.update_quantization_recipe(regex=".*", operation_name="DEPTHWISE_CONV_2D",
+                                               algorithm_key="no_quantize")
+    if "first" in float_ops:  # the stem: input rescaling and the first convolution
+        for op in ("MUL", "ADD", "CONV_2D"):
+            float_model.update_quantization_recipe(regex=".*stem_.*", operation_name=op,
+                                                   algorithm_key="no_quantize")
+    if "last" in float_ops:  # the classifier: global pooling, dense layer, softmax
+        for op in ("MEAN", "FULLY_CONNECTED", "SOFTMAX"):
+            float_model.update_quantization_recipe(regex=".*", operation_name=op,
+                                                   algorithm_key="no_quantize")
+    with ex._quiet():
+        interpreter = interpreter_class()
+        signature = ex._signature_input_name(float_flatbuffer, interpreter)
+        data = {"serving_default": [{signature: image[None].astype(np.float32)} for image in calibration]}
+        result = float_model.calibrate(data, num_threads=1)
+        return bytes(float_model.quantize(result).quantized_model)
 
 
 def main() -> None:
@@ -99,9 +146,9 @@ def main() -> None:
         start = time.perf_counter()
         try:
             if tool == "converter":
-                flat = ex.converter_int8_bytes(loaded.model, samples[per_class], **options)
+                flat = converter_int8_bytes(loaded.model, samples[per_class], **options)
             else:
-                flat = ex.selective_int8_bytes(float_bytes, samples[per_class], **options)
+                flat = selective_int8_bytes(float_bytes, samples[per_class], **options)
         except Exception as exc:  # a variant that cannot be built is a screening result too
             print(json.dumps({"variant": name, "error": str(exc).splitlines()[0][:300]}), flush=True)
             continue

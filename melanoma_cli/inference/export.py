@@ -78,13 +78,9 @@ def _tflite_bytes(network: Any, quantize: Quantize | None) -> bytes:
         return converter.convert()
 
 
-def converter_int8_bytes(network: Any, calibration: np.ndarray, uint8_input: bool = False,
-                         uint8_output: bool = False) -> bytes:
-    """Full-integer int8 with the TFLite converter: every op int8, conv weights per channel.
-
-    Activation ranges come from `calibration` (uint8 model inputs). Input and output stay float32
-    unless asked (uint8 output would round probabilities to steps of 1/256).
-    """
+def int8_converter(network: Any, calibration: np.ndarray) -> Any:
+    """The TFLite converter set for full-integer int8: every op int8, conv weights per channel,
+    activation ranges from `calibration` (uint8 model inputs); input and output stay float32."""
     tf = import_tensorflow()
 
     def representative() -> Any:
@@ -95,49 +91,18 @@ def converter_int8_bytes(network: Any, calibration: np.ndarray, uint8_input: boo
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    if uint8_input:
-        converter.inference_input_type = tf.uint8
-    if uint8_output:
-        converter.inference_output_type = tf.uint8
+    return converter
+
+
+def convert(converter: Any) -> bytes:
+    """A converter's flatbuffer, without TensorFlow's conversion chatter."""
     with _quiet():
         return converter.convert()
 
 
 def int8_bytes(network: Any, calibration: np.ndarray) -> bytes:
     """The int8 flatbuffer that `export --quantize int8` writes (INT8_METHOD)."""
-    return converter_int8_bytes(network, calibration)
-
-
-def selective_int8_bytes(float_flatbuffer: bytes, calibration: np.ndarray,
-                         float_ops: tuple[str, ...] = ("first", "last"),
-                         activation_bits: int = 8) -> bytes:
-    """Int8 weights with ai-edge-quantizer, leaving chosen layers in float: the first conv
-    ("first"), the classifier ("last"), the depthwise convs ("depthwise"); activations in 8 or 16 bits.
-
-    Raises ImportError when ai-edge-quantizer is not installed.
-    """
-    from ai_edge_quantizer import quantizer, recipe
-
-    float_model = quantizer.Quantizer(bytearray(float_flatbuffer))
-    float_model.load_quantization_recipe(recipe.static_wi8_ai8() if activation_bits == 8
-                                         else recipe.static_wi8_ai16())
-    if "depthwise" in float_ops:
-        float_model.update_quantization_recipe(regex=".*", operation_name="DEPTHWISE_CONV_2D",
-                                               algorithm_key="no_quantize")
-    if "first" in float_ops:  # the stem: input rescaling and the first convolution
-        for op in ("MUL", "ADD", "CONV_2D"):
-            float_model.update_quantization_recipe(regex=".*stem_.*", operation_name=op,
-                                                   algorithm_key="no_quantize")
-    if "last" in float_ops:  # the classifier: global pooling, dense layer, softmax
-        for op in ("MEAN", "FULLY_CONNECTED", "SOFTMAX"):
-            float_model.update_quantization_recipe(regex=".*", operation_name=op,
-                                                   algorithm_key="no_quantize")
-    with _quiet():
-        interpreter = interpreter_class()
-        signature = _signature_input_name(float_flatbuffer, interpreter)
-        data = {"serving_default": [{signature: image[None].astype(np.float32)} for image in calibration]}
-        result = float_model.calibrate(data, num_threads=1)
-        return bytes(float_model.quantize(result).quantized_model)
+    return convert(int8_converter(network, calibration))
 
 
 def _signature_input_name(flatbuffer: bytes, interpreter: type | None) -> str:
