@@ -20,7 +20,7 @@ def columns_80(monkeypatch):
     """An 80-column terminal (the shared consoles read COLUMNS when they are created)."""
     monkeypatch.setenv("COLUMNS", "80")
     for console in (common.out, common.err):
-        monkeypatch.setattr(console, "width", 80)
+        monkeypatch.setattr(console, "_width", 80)  # restored to None: later tests size by COLUMNS
 
 
 def test_train_help_shows_its_defaults():
