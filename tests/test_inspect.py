@@ -263,3 +263,11 @@ def test_inspect_counts_what_train_keeps_copies_and_drops(tmp_path):
         name: row["train"] + row["validation"] for name, row in class_counts.items()}
     assert report["cleaning"]["dropped_by_class"] == {
         name: row["dropped"] for name, row in class_counts.items()}
+
+
+def test_several_sources_title_their_combined_class_table_as_such(tmp_path):
+    first = make_dataset(tmp_path / "clinic_a", per_class=2)
+    second = make_dataset(tmp_path / "clinic_b", per_class=2)
+    result = runner.invoke(app, ["inspect-dataset", str(first), str(second)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "Classes in 2 sources combined (clinic_a, clinic_b)" in result.stdout

@@ -21,7 +21,10 @@ def _short(path: str, root: str | None) -> str:
 
 
 def _class_table(report: dict[str, Any]) -> Table:
-    table = Table(title=f"Classes in {escape(report['root'])}")
+    sources = report.get("sources") or []
+    where = (f"{len(sources)} sources combined ({', '.join(escape(s['name']) for s in sources)})"
+             if len(sources) > 1 else escape(report["root"]))
+    table = Table(title=f"Classes in {where}")
     table.add_column("class")
     table.add_column("images", justify="right")
     table.add_column("share", justify="right")
