@@ -42,9 +42,6 @@ class SeenImages:
         return SeenImages(np.union1d(self.sha256, other.sha256), np.union1d(self.ids, other.ids),
                           np.union1d(self.phash, other.phash))
 
-    def __len__(self) -> int:
-        return len(self.sha256)
-
     def save(self, path: Path) -> None:
         write_with(path, lambda tmp: np.savez_compressed(tmp, sha256=self.sha256, ids=self.ids,
                                                          phash=self.phash))
