@@ -26,13 +26,13 @@ def columns_80(monkeypatch):
 def test_train_help_shows_its_defaults():
     result = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    assert "final.yaml) [default: baseline.yaml]." in result.output
-    assert "Run folder to create [default: runs/<config name>]." in result.output
+    assert "final.yaml) (default: baseline.yaml)." in result.output
+    assert "Run folder to create (default: runs/<config name>)." in result.output
 
 
 def test_info_help_shows_its_default():
     result = runner.invoke(app, ["info", "--help"], env={"COLUMNS": "200"})
-    assert "Run folder or .keras file [default: the bundled model]." in result.output
+    assert "Run folder or .keras file (default: the bundled model)." in result.output
 
 
 @pytest.mark.parametrize("command", ["predict", "evaluate"])

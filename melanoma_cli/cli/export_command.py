@@ -33,7 +33,7 @@ def export(
     report_on: Annotated[list[Path] | None, typer.Option(
         "--report-on", metavar="TEST_SET",
         help="int8: outside test set(s) for the equivalence report (repeatable) "
-             "\\[default: the run's holdout folders].")] = None,
+             "(default: the run's holdout folders).")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Export a trained model (float32 by default), check it against Keras and record it in model.json."""

@@ -123,7 +123,7 @@ def _int8_rows(int8: dict) -> list[tuple[str, str]]:
 @handle_errors
 def info(
     model: Annotated[Path | None, typer.Option(
-        "--model", "-m", help="Run folder or .keras file \\[default: the bundled model].")] = None,
+        "--model", "-m", help="Run folder or .keras file (default: the bundled model).")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show a model's card: classes, input size, melanoma thresholds, training sources, results on

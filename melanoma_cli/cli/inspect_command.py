@@ -208,7 +208,7 @@ def inspect_dataset(
         "--config", "-c",
         help="The YAML config `train` would take (a path or a bundled name): the report follows "
              "its data section (sources, classes, image size, near-duplicate distance, conflicts, "
-             "trusted sources, holdout folders) \\[default: baseline.yaml].")] = None,
+             "trusted sources, holdout folders) (default: baseline.yaml).")] = None,
     overrides: Annotated[list[str] | None, typer.Option(
         "--set", "-s", metavar="KEY=VALUE",
         help="Override a config value, e.g. data.near_duplicate_distance=null (repeatable).")] = None,

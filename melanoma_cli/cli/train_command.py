@@ -121,13 +121,13 @@ def train(
     config: str | None = typer.Option(None, "--config", "-c", metavar="CONFIG",
                                       help="YAML config: a path, or the name of a bundled config "
                                            "(baseline.yaml, augmented.yaml, final.yaml) "
-                                           "\\[default: baseline.yaml]."),
+                                           "(default: baseline.yaml)."),
     data: list[str] = typer.Option([], "--data", "-d", metavar="[NAME=]PATH",
                                    help="Training source (repeatable): a folder with one subfolder "
                                         "per class, or a folder with labels.csv beside images/ "
                                         "(with --resume: only if the run's data has moved)."),
     out_dir: Path | None = typer.Option(None, "--out", "-o", metavar="RUN",
-                                        help="Run folder to create \\[default: runs/<config name>]."),
+                                        help="Run folder to create (default: runs/<config name>)."),
     overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
                                         help="Override a config value, e.g. train.epochs=5 (repeatable). "
                                              "A config with train.stages refuses train.epochs: "
